@@ -1,0 +1,1 @@
+"""What every component shares: settings, event contract, bus topology, state store."""

@@ -1,0 +1,155 @@
+"""The one door to RabbitMQ: declares the topology, publishes with confirms, consumes.
+
+Publishing awaits the broker's confirm, and a publish that no queue takes raises
+(`on_return_raises`), so a caller that acks only after `publish` returns never loses an
+event. Many publishes in flight on one channel pipeline their confirms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from common.events import Event
+from common.topology import REASON_HEADER, SOURCE_QUEUE_HEADER, Topology, topology
+
+log = logging.getLogger(__name__)
+
+MessageCallback = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+class Bus:
+    """A connection to the broker for one component. Build it, `await connect()`, use it."""
+
+    def __init__(self, broker_url: str, namespace: str) -> None:
+        self.broker_url = broker_url
+        self.topology: Topology = topology(namespace)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._dead_exchange: AbstractExchange | None = None
+        self._consumer_channels: list[AbstractChannel] = []
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.broker_url)
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        await self._declare(self._channel)
+
+    async def _declare(self, channel: AbstractChannel) -> None:
+        t = self.topology
+        self._exchange = await channel.declare_exchange(
+            t.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._dead_exchange = await channel.declare_exchange(
+            t.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dead = await channel.declare_queue(
+            t.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(self._dead_exchange)
+        for spec in t.queues:
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            for key in spec.bindings:
+                await queue.bind(self._exchange, routing_key=key)
+
+    @property
+    def exchange(self) -> AbstractExchange:
+        if self._exchange is None:
+            raise RuntimeError("Bus.connect() was not awaited")
+        return self._exchange
+
+    async def publish(
+        self,
+        event: Event,
+        routing_key: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        message = aio_pika.Message(
+            event.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(event.event_id),
+            type=type(event).__name__,
+            headers=dict(headers or {}),
+        )
+        await self.exchange.publish(message, routing_key=routing_key or event.routing_key)
+
+    async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> None:
+        """Publish every event with its confirms in flight together."""
+        await asyncio.gather(*(self.publish(event, key) for event, key in items))
+
+    async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        """Set a message aside on `<ns>.dead` with its reason, then ack it."""
+        if self._dead_exchange is None:
+            raise RuntimeError("Bus.connect() was not awaited")
+        headers = dict(message.headers or {})
+        headers[REASON_HEADER] = reason[:1000]
+        headers[SOURCE_QUEUE_HEADER] = message.routing_key or ""
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            type=message.type,
+        )
+        await self._dead_exchange.publish(copy, routing_key=message.routing_key or "")
+        await message.ack()
+
+    async def consume(
+        self, queue_name: str, callback: MessageCallback, prefetch: int
+    ) -> AbstractQueue:
+        """Consume a declared queue on a channel of its own, with its own prefetch."""
+        if self._connection is None:
+            raise RuntimeError("Bus.connect() was not awaited")
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        self._consumer_channels.append(channel)
+        spec = self.topology.queue(queue_name)
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        await queue.consume(callback)
+        return queue
+
+    async def declare_private_queue(self, bindings: Iterable[str]) -> AbstractQueue:
+        """A server-named queue that lives as long as this connection (change notices)."""
+        if self._connection is None:
+            raise RuntimeError("Bus.connect() was not awaited")
+        channel = await self._connection.channel()
+        self._consumer_channels.append(channel)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        exchange = await channel.get_exchange(self.topology.exchange)
+        for key in bindings:
+            await queue.bind(exchange, routing_key=key)
+        return queue
+
+    async def stop_consuming(self) -> None:
+        """Close consumer channels: messages not yet acked go back to their queues."""
+        for channel in self._consumer_channels:
+            if not channel.is_closed:
+                await channel.close()
+        self._consumer_channels.clear()
+
+    async def close(self) -> None:
+        await self.stop_consuming()
+        if self._connection is not None and not self._connection.is_closed:
+            await self._connection.close()
+        self._connection = None
+
+
+async def connect_bus(broker_url: str, namespace: str) -> Bus:
+    bus = Bus(broker_url, namespace)
+    await bus.connect()
+    return bus

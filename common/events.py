@@ -1,0 +1,133 @@
+"""The event contract: every message on the bus is one of these frozen, versioned models.
+
+Records of data never ride the bus; events carry ids and the URIs of staged files.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from common.states import RunStatus, TaskType, Trigger
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Fields every event carries. `routing_key` is where it is published on `<ns>.events`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    routing_key: ClassVar[str]
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    version: Literal[1] = 1
+
+
+class JobDue(Event):
+    """A job should run now. Published by the scheduler, the API, or any outside program.
+
+    `run_id` makes the trigger idempotent: the same id twice makes one run. Outside
+    publishers may leave it out; the coordinator then derives it from `event_id` (or the
+    AMQP `message_id`), so a redelivery of the same message is still one run.
+    """
+
+    routing_key: ClassVar[str] = "job.due"
+    job_definition_id: uuid.UUID
+    run_id: uuid.UUID | None = None
+    trigger: Trigger = Trigger.EVENT
+    scheduled_for: AwareDatetime | None = None
+
+
+class StagedData(BaseModel):
+    """Where an extract left its rows: Parquet files under the staging location."""
+
+    model_config = ConfigDict(frozen=True)
+    uri: str
+    files: tuple[str, ...]
+    rows: int
+    columns: dict[str, str] = Field(default_factory=dict, description="name → Arrow type")
+
+
+class TaskDispatched(Event):
+    """An order to a worker: run this attempt of this task.
+
+    Published with the routing key of its task queue (`topology.task_routing_key`), not
+    with `routing_key`, which names it in the contract.
+    """
+
+    routing_key: ClassVar[str] = "task.dispatched"
+    task_id: uuid.UUID
+    run_id: uuid.UUID
+    job_definition_id: uuid.UUID
+    task_type: TaskType
+    attempt: int = Field(ge=1)
+    plugin: str
+    config: dict[str, Any]
+    staged: StagedData | None = None
+
+
+class TaskStarted(Event):
+    routing_key: ClassVar[str] = "task.started"
+    task_id: uuid.UUID
+    run_id: uuid.UUID
+    attempt: int
+    worker_id: str
+
+
+class TaskProgress(Event):
+    routing_key: ClassVar[str] = "task.progress"
+    task_id: uuid.UUID
+    run_id: uuid.UUID
+    attempt: int
+    rows: int
+
+
+class TaskSucceeded(Event):
+    routing_key: ClassVar[str] = "task.succeeded"
+    task_id: uuid.UUID
+    run_id: uuid.UUID
+    attempt: int
+    rows: int = 0
+    staged: StagedData | None = None
+
+
+class TaskFailed(Event):
+    routing_key: ClassVar[str] = "task.failed"
+    task_id: uuid.UUID
+    run_id: uuid.UUID
+    attempt: int
+    error: str
+    retryable: bool = True
+
+
+class RunFinished(Event):
+    routing_key: ClassVar[str] = "run.finished"
+    run_id: uuid.UUID
+    job_definition_id: uuid.UUID
+    status: RunStatus
+    error_message: str | None = None
+
+
+class JobDefinitionChanged(Event):
+    routing_key: ClassVar[str] = "job.changed"
+    job_definition_id: uuid.UUID
+    change: Literal["created", "updated", "deleted"]
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    JobDue,
+    TaskDispatched,
+    TaskStarted,
+    TaskProgress,
+    TaskSucceeded,
+    TaskFailed,
+    RunFinished,
+    JobDefinitionChanged,
+)
+EVENTS_BY_ROUTING_KEY: dict[str, type[Event]] = {e.routing_key: e for e in EVENT_TYPES}

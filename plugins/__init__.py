@@ -1,0 +1,1 @@
+"""Extractors and loaders behind one interface, found through entry points."""
