@@ -1,0 +1,1 @@
+"""The state store: SQLAlchemy 2 async models, engine factory and migrations."""

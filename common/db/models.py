@@ -1,0 +1,111 @@
+"""Tables of the seed's data model (`job_definitions`, `job_runs`, `tasks`) plus what the
+engine needs: a run's trigger and scheduled tick, a job's time zone, enabled flag and
+attempt budget, a task's rows and staged output."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from common.db.types import JSONDocument, UTCDateTime
+from common.events import utcnow
+from common.states import RunStatus, TaskStatus, TaskType, Trigger
+
+
+def _enum(cls: type[Any], name: str) -> Enum:
+    # Stored as plain strings: adding a status later is no ALTER TYPE on PostgreSQL.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobDefinition(Base):
+    __tablename__ = "job_definitions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    schedule: Mapped[str | None] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    extractor_type: Mapped[str] = mapped_column(String(64))
+    extractor_config: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    loader_type: Mapped[str] = mapped_column(String(64))
+    loader_config: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    runs: Mapped[list[JobRun]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        Index("ix_job_runs_job_scheduled", "job_definition_id", "scheduled_for"),
+        Index("ix_job_runs_status", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    job_definition_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("job_definitions.id", ondelete="CASCADE")
+    )
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"))
+    trigger: Mapped[Trigger] = mapped_column(_enum(Trigger, "run_trigger"))
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[JobDefinition] = relationship(back_populates="runs")
+    tasks: Mapped[list[Task]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("job_run_id", "task_type", name="uq_tasks_run_type"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    job_run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("job_runs.id", ondelete="CASCADE"), index=True
+    )
+    task_type: Mapped[TaskType] = mapped_column(_enum(TaskType, "task_type"))
+    status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus, "task_status"))
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    rows_processed: Mapped[int | None] = mapped_column(BigInteger)
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+    run: Mapped[JobRun] = relationship(back_populates="tasks")
