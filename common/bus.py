@@ -85,7 +85,9 @@ class Bus:
             type=type(event).__name__,
             headers=dict(headers or {}),
         )
-        await self.exchange.publish(message, routing_key=routing_key or event.routing_key)
+        await self.exchange.publish(
+            message, routing_key=routing_key or event.routing_key, mandatory=event.mandatory
+        )
 
     async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> None:
         """Publish every event with its confirms in flight together."""

@@ -23,6 +23,9 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     routing_key: ClassVar[str]
+    # Facts the engine cannot lose are published `mandatory`: if no queue takes them the
+    # publish fails. Notices (progress, run finished, job changed) may have no listener.
+    mandatory: ClassVar[bool] = True
 
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     occurred_at: AwareDatetime = Field(default_factory=utcnow)
@@ -82,6 +85,7 @@ class TaskStarted(Event):
 
 class TaskProgress(Event):
     routing_key: ClassVar[str] = "task.progress"
+    mandatory: ClassVar[bool] = False
     task_id: uuid.UUID
     run_id: uuid.UUID
     attempt: int
@@ -108,6 +112,7 @@ class TaskFailed(Event):
 
 class RunFinished(Event):
     routing_key: ClassVar[str] = "run.finished"
+    mandatory: ClassVar[bool] = False
     run_id: uuid.UUID
     job_definition_id: uuid.UUID
     status: RunStatus
@@ -116,6 +121,7 @@ class RunFinished(Event):
 
 class JobDefinitionChanged(Event):
     routing_key: ClassVar[str] = "job.changed"
+    mandatory: ClassVar[bool] = False
     job_definition_id: uuid.UUID
     change: Literal["created", "updated", "deleted"]
 

@@ -1,0 +1,3 @@
+from orc.cli import main
+
+main()

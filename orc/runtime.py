@@ -1,0 +1,124 @@
+"""Builds and runs components inside one process until a stop signal arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from common.bus import Bus, connect_bus
+from common.db.engine import make_engine, make_sessionmaker
+from common.db.migrate import upgrade_async
+from common.settings import Settings
+from common.staging import StagingArea
+from scheduler.coordinator.service import Coordinator
+from scheduler.cron_scheduler import Scheduler
+from worker.service import Worker
+
+log = logging.getLogger(__name__)
+
+ALL_QUEUES = ("extract", "load")
+
+
+@dataclass
+class Resources:
+    """Connections shared by the components of one process."""
+
+    settings: Settings
+    bus: Bus
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def resources(settings: Settings) -> AsyncIterator[Resources]:
+    bus = await connect_bus(settings.broker_url, settings.namespace)
+    engine = make_engine(settings.database_url)
+    try:
+        yield Resources(settings, bus, engine, make_sessionmaker(engine))
+    finally:
+        await bus.close()
+        await engine.dispose()
+
+
+async def run_coordinator(res: Resources) -> None:
+    await Coordinator(res.bus, res.sessionmaker, batch_size=res.settings.prefetch).run()
+
+
+async def run_scheduler(res: Resources) -> None:
+    await Scheduler(res.bus, res.sessionmaker, res.settings.scheduler_refresh_seconds).run()
+
+
+def worker_runner(
+    queues: Sequence[str], concurrency: int
+) -> Callable[[Resources], Awaitable[None]]:
+    async def run(res: Resources) -> None:
+        worker = Worker(
+            res.bus,
+            StagingArea(res.settings.staging_url),
+            res.settings.resolved_data_root,
+            list(queues),
+            concurrency,
+        )
+        await worker.start()
+        await asyncio.Event().wait()
+
+    return run
+
+
+async def run_api(res: Resources) -> None:
+    from api.app import serve
+
+    await serve(res.settings)
+
+
+Component = Callable[[Resources], Awaitable[None]]
+
+
+async def run_until_stopped(
+    settings: Settings,
+    components: dict[str, Component],
+    migrate: bool = False,
+    after_start: Callable[[Settings], Awaitable[None]] | None = None,
+) -> None:
+    """Run the components until SIGINT/SIGTERM, or until one of them fails."""
+    if migrate:
+        await upgrade_async(settings.database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with resources(settings) as res:
+        tasks = {asyncio.create_task(run(res), name=name): name for name, run in components.items()}
+        log.info("started: %s", ", ".join(components))
+        if after_start is not None:
+            tasks[asyncio.create_task(after_start(settings), name="after-start")] = "after-start"
+        stopper = asyncio.create_task(stop.wait())
+        failed: BaseException | None = None
+        pending = set(tasks)
+        while pending:
+            done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                break
+            for task in done:
+                pending.discard(task)
+                if task.exception() is not None:
+                    failed = task.exception()
+                    log.error("%s stopped with an error", tasks[task], exc_info=failed)
+            if failed is not None:
+                break
+        log.info("stopping")
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        stopper.cancel()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    if failed is not None:
+        raise SystemExit(1)

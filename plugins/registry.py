@@ -1,0 +1,90 @@
+"""Find extractors and loaders by name: entry points, plus in-process registrations.
+
+Installed packages declare plugins under the `orc.extractors` and `orc.loaders` entry-point
+groups. Tests (and embedding programs) may register a class in-process without installing a
+package; such a registration wins over an entry point of the same name.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from common.errors import PluginNotFound
+from plugins.base import Extractor, Loader
+
+EXTRACTOR_GROUP = "orc.extractors"
+LOADER_GROUP = "orc.loaders"
+
+_registered_extractors: dict[str, type[Extractor[Any]]] = {}
+_registered_loaders: dict[str, type[Loader[Any]]] = {}
+
+
+@functools.cache
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    # Scanning installed distributions reads many metadata files: do it once per process.
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def _load(ep: EntryPoint, base: type[Any]) -> Any:
+    try:
+        obj = ep.load()
+    except (ImportError, AttributeError) as exc:
+        raise PluginNotFound(f"entry point {ep.group}:{ep.name} cannot be loaded: {exc}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise PluginNotFound(f"entry point {ep.group}:{ep.name} ({ep.value}) is not a {base}")
+    return obj
+
+
+def extractors() -> dict[str, type[Extractor[Any]]]:
+    """Every known extractor by name; importing each plugin module."""
+    found = {name: _load(ep, Extractor) for name, ep in _entry_points(EXTRACTOR_GROUP).items()}
+    return found | _registered_extractors
+
+
+def loaders() -> dict[str, type[Loader[Any]]]:
+    """Every known loader by name; importing each plugin module."""
+    found = {name: _load(ep, Loader) for name, ep in _entry_points(LOADER_GROUP).items()}
+    return found | _registered_loaders
+
+
+def _get(kind: str, name: str, registered: dict[str, Any], group: str, base: type[Any]) -> Any:
+    if name in registered:
+        return registered[name]
+    eps = _entry_points(group)
+    if name in eps:
+        # Only the requested plugin is imported: a broken neighbour must not break it.
+        return _load(eps[name], base)
+    known = ", ".join(sorted(set(eps) | set(registered))) or "none"
+    raise PluginNotFound(f"no {kind} named {name!r}; known {kind}s: {known}")
+
+
+def get_extractor(name: str) -> type[Extractor[Any]]:
+    """The extractor class registered as `name`; `PluginNotFound` lists the known names."""
+    cls: type[Extractor[Any]] = _get(
+        "extractor", name, _registered_extractors, EXTRACTOR_GROUP, Extractor
+    )
+    return cls
+
+
+def get_loader(name: str) -> type[Loader[Any]]:
+    """The loader class registered as `name`; `PluginNotFound` lists the known names."""
+    cls: type[Loader[Any]] = _get("loader", name, _registered_loaders, LOADER_GROUP, Loader)
+    return cls
+
+
+def register_extractor(name: str, cls: type[Extractor[Any]]) -> None:
+    """Make `cls` known as `name` in this process, over any entry point of that name."""
+    _registered_extractors[name] = cls
+
+
+def register_loader(name: str, cls: type[Loader[Any]]) -> None:
+    """Make `cls` known as `name` in this process, over any entry point of that name."""
+    _registered_loaders[name] = cls
+
+
+def clear_registrations() -> None:
+    """Forget in-process registrations (test teardown); entry points stay."""
+    _registered_extractors.clear()
+    _registered_loaders.clear()

@@ -1,0 +1,1 @@
+"""The orchestrator side: the cron scheduler and the run-coordinator."""

@@ -1,0 +1,1 @@
+"""The run-coordinator: the one state machine, fed by events, writing every transition."""

@@ -1,0 +1,163 @@
+"""The cron scheduler: emits one `JobDue` per due tick of every enabled, scheduled job.
+
+Its run id for a tick is derived from (job id, tick), so a second scheduler, or this one
+restarted, never makes a second run of the same tick. After downtime it fires only the
+latest missed tick of each job, once. It learns of job changes from `JobDefinitionChanged`
+events and, as a safety net, re-reads the definitions every `scheduler_refresh_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.bus import Bus
+from common.cron import InvalidSchedule, latest_tick, next_tick
+from common.db.models import JobDefinition, JobRun
+from common.events import JobDefinitionChanged, JobDue, utcnow
+from common.ids import scheduled_run_id
+from common.states import Trigger
+
+log = logging.getLogger(__name__)
+
+RETRY_PAUSE_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    id: uuid.UUID
+    schedule: str
+    timezone: str
+    created_at: datetime
+
+
+class Scheduler:
+    def __init__(
+        self,
+        bus: Bus,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        refresh_seconds: float = 30.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.bus = bus
+        self.sessionmaker = sessionmaker
+        self.refresh_seconds = refresh_seconds
+        self.clock = clock
+        self._jobs: dict[uuid.UUID, ScheduledJob] = {}
+        self._next: dict[uuid.UUID, datetime] = {}
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        queue = await self.bus.declare_private_queue([JobDefinitionChanged.routing_key])
+        await queue.consume(self._on_change, no_ack=True)
+        await self._reload(catch_up=True)
+        last_refresh = self.clock()
+        while True:
+            now = self.clock()
+            if (now - last_refresh).total_seconds() >= self.refresh_seconds or self._changed.is_set():
+                self._changed.clear()
+                await self._reload(catch_up=False)
+                last_refresh = now
+            await self._fire_due(now)
+            await self._sleep_until_next(last_refresh)
+
+    async def _on_change(self, message: AbstractIncomingMessage) -> None:
+        self._changed.set()
+
+    async def _sleep_until_next(self, last_refresh: datetime) -> None:
+        now = self.clock()
+        deadline = (last_refresh - now).total_seconds() + self.refresh_seconds
+        if self._next:
+            deadline = min(deadline, (min(self._next.values()) - now).total_seconds())
+        if deadline <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=deadline)
+
+    async def _reload(self, catch_up: bool) -> None:
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(JobDefinition).where(
+                        JobDefinition.enabled.is_(True), JobDefinition.schedule.is_not(None)
+                    )
+                )
+            ).scalars()
+            jobs = {
+                j.id: ScheduledJob(j.id, j.schedule or "", j.timezone, j.created_at) for j in rows
+            }
+            last_ticks = await self._last_scheduled_ticks(session) if catch_up else {}
+        now = self.clock()
+        for job_id in list(self._next):
+            if job_id not in jobs or jobs[job_id] != self._jobs.get(job_id):
+                del self._next[job_id]
+        self._jobs = jobs
+        for job in jobs.values():
+            if job.id in self._next:
+                continue
+            try:
+                if catch_up:
+                    await self._catch_up(job, last_ticks.get(job.id), now)
+                self._next[job.id] = next_tick(job.schedule, job.timezone, now)
+            except InvalidSchedule as exc:
+                log.error("job %s has an unusable schedule: %s", job.id, exc)
+
+    async def _last_scheduled_ticks(self, session: AsyncSession) -> dict[uuid.UUID, datetime]:
+        stmt = (
+            select(JobRun.job_definition_id, func.max(JobRun.scheduled_for))
+            .where(JobRun.trigger == Trigger.SCHEDULE)
+            .group_by(JobRun.job_definition_id)
+        )
+        result: dict[uuid.UUID, datetime] = {}
+        for job_id, tick in (await session.execute(stmt)).all():
+            if tick is not None:
+                result[job_id] = tick
+        return result
+
+    async def _catch_up(self, job: ScheduledJob, last: datetime | None, now: datetime) -> None:
+        """Fire the latest tick missed while no scheduler ran, once."""
+        missed = latest_tick(job.schedule, job.timezone, now)
+        floor = max(last, job.created_at) if last else job.created_at
+        if missed is not None and missed > floor:
+            await self._publish(job, missed)
+
+    async def _fire_due(self, now: datetime) -> None:
+        due = [(job_id, tick) for job_id, tick in self._next.items() if tick <= now]
+        if not due:
+            return
+        results = await asyncio.gather(
+            *(self._fire(self._jobs[job_id], now) for job_id, _ in due if job_id in self._jobs),
+            return_exceptions=True,
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # The tick stays due and is tried again: its run id keeps a retry harmless.
+            log.error("could not publish %d due ticks: %s", len(failures), failures[0])
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+
+    async def _fire(self, job: ScheduledJob, now: datetime) -> None:
+        # If the loop woke late and several ticks passed, only the latest one runs.
+        tick = latest_tick(job.schedule, job.timezone, now)
+        if tick is not None:
+            await self._publish(job, tick)
+        self._next[job.id] = next_tick(job.schedule, job.timezone, now)
+
+    async def _publish(self, job: ScheduledJob, tick: datetime) -> None:
+        event = JobDue(
+            job_definition_id=job.id,
+            run_id=scheduled_run_id(job.id, tick),
+            trigger=Trigger.SCHEDULE,
+            scheduled_for=tick,
+        )
+        await self.bus.publish(event)
+        log.info("job %s due at %s (run %s)", job.id, tick.isoformat(), event.run_id)
+

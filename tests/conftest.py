@@ -1,0 +1,139 @@
+"""Shared fixtures: every test gets its own namespace on the real broker and its own
+database, so runs (and tests) never see each other's messages or rows.
+
+Real-service fixtures skip when the service is missing on a laptop, and fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from common.db.migrate import upgrade
+from common.settings import Settings
+from common.topology import topology
+
+BROKER_URL = os.environ.get("ORC_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG_ADMIN_DSN = os.environ.get("ORC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+def _require(url: str, port: int, what: str) -> None:
+    if _reachable(url, port):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is not reachable at {url} (CI requires it)")
+    pytest.skip(f"{what} is not reachable at {url}")
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'orc.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    _require(PG_ADMIN_DSN, 5432, "PostgreSQL")
+    name = f"orc_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    parts = urlsplit(PG_ADMIN_DSN)
+    url = f"postgresql+asyncpg://{parts.netloc}/{name}"
+    upgrade(url)
+    yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once per state store."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def broker_url() -> str:
+    _require(BROKER_URL, 5672, "RabbitMQ")
+    return BROKER_URL
+
+
+@pytest.fixture
+async def clean_namespace(broker_url: str, namespace: str) -> AsyncIterator[str]:
+    """Yields the namespace; afterwards deletes its exchanges and queues from the broker."""
+    yield namespace
+    connection = await aio_pika.connect(broker_url)
+    try:
+        channel = await connection.channel()
+        t = topology(namespace)
+        for name in [q.name for q in t.queues] + [t.dead_queue]:
+            await channel.queue_delete(name)
+        for name in (t.exchange, t.dead_exchange):
+            await channel.exchange_delete(name)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def settings(
+    database_url: str, clean_namespace: str, broker_url: str, tmp_path: Path, data_root: Path
+) -> Settings:
+    """Settings for an engine under test, parametrized over both state stores."""
+    return Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        namespace=clean_namespace,
+        staging_url=str(tmp_path / "staging"),
+        data_root=data_root,
+    )
+
+
+@pytest.fixture
+def sqlite_settings(
+    sqlite_url: str, clean_namespace: str, broker_url: str, tmp_path: Path, data_root: Path
+) -> Settings:
+    """Settings on SQLite only, for tests whose subject is not the store."""
+    return Settings(
+        database_url=sqlite_url,
+        broker_url=broker_url,
+        namespace=clean_namespace,
+        staging_url=str(tmp_path / "staging"),
+        data_root=data_root,
+    )

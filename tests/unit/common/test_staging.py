@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from common.errors import PermanentError
+from common.events import StagedData
+from common.staging import StagingArea, peek
+
+SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
+
+
+def batch(start: int, rows: int) -> pa.RecordBatch:
+    ids = list(range(start, start + rows))
+    return pa.record_batch([pa.array(ids), pa.array([f"n{i}" for i in ids])], schema=SCHEMA)
+
+
+def read_table(area: StagingArea, staged: StagedData) -> pa.Table:
+    schema, batches = area.read(staged)
+    return pa.Table.from_batches(list(batches), schema=schema)
+
+
+@pytest.fixture
+def area(tmp_path: Path) -> StagingArea:
+    return StagingArea(str(tmp_path / "staging"))
+
+
+def test_round_trip_of_three_batches(area: StagingArea, tmp_path: Path) -> None:
+    run_id, task_id = uuid.uuid4(), uuid.uuid4()
+    batches = [batch(0, 10), batch(10, 5), batch(15, 7)]
+    staged = area.write(run_id, task_id, batches)
+    assert staged.rows == 22
+    assert staged.columns == {"id": "int64", "name": "string"}
+    folder = (tmp_path / "staging" / str(run_id) / str(task_id)).as_uri()
+    assert staged.uri == folder
+    assert all(file.startswith(f"{folder}/") for file in staged.files)
+    assert read_table(area, staged).equals(pa.Table.from_batches(batches))
+
+
+def test_parts_roll_over_by_row_count(tmp_path: Path) -> None:
+    area = StagingArea(str(tmp_path / "staging"), rows_per_file=10)
+    batches = [batch(i * 6, 6) for i in range(5)]
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), batches)
+    assert len(staged.files) == 3
+    assert read_table(area, staged).equals(pa.Table.from_batches(batches))
+
+
+def test_rewriting_a_task_replaces_what_it_staged(tmp_path: Path) -> None:
+    area = StagingArea(str(tmp_path / "staging"), rows_per_file=5)
+    run_id, task_id = uuid.uuid4(), uuid.uuid4()
+    first = area.write(run_id, task_id, [batch(0, 5), batch(5, 5), batch(10, 5)])
+    second = area.write(run_id, task_id, [batch(100, 2)])
+    assert second.rows == 2
+    assert read_table(area, second).column("id").to_pylist() == [100, 101]
+    folder = tmp_path / "staging" / str(run_id) / str(task_id)
+    assert sorted(p.name for p in folder.iterdir()) == ["part-00000.parquet"]
+    assert len(first.files) == 3
+
+
+def test_zero_batches_with_a_known_schema_stage_an_empty_file(area: StagingArea) -> None:
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), [], schema=SCHEMA)
+    assert staged.rows == 0
+    assert len(staged.files) == 1
+    assert staged.columns == {"id": "int64", "name": "string"}
+    schema, batches = area.read(staged)
+    assert schema == SCHEMA
+    assert sum(b.num_rows for b in batches) == 0
+
+
+def test_an_empty_reader_gives_its_schema(area: StagingArea) -> None:
+    reader = pa.RecordBatchReader.from_batches(SCHEMA, iter([]))
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), reader)
+    assert staged.columns == {"id": "int64", "name": "string"}
+
+
+def test_zero_batches_without_a_schema_stage_nothing(area: StagingArea) -> None:
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), iter([]))
+    assert (staged.rows, staged.files, staged.columns) == (0, (), {})
+    schema, batches = area.read(staged)
+    assert len(schema) == 0
+    assert list(batches) == []
+
+
+def test_a_changed_schema_mid_stream_is_a_permanent_error(area: StagingArea) -> None:
+    other = pa.record_batch({"id": [1]})
+    with pytest.raises(PermanentError, match="schema changed"):
+        area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 1), other])
+
+
+def test_remove_deletes_a_run_and_tolerates_a_missing_one(
+    area: StagingArea, tmp_path: Path
+) -> None:
+    run_id, other_run = uuid.uuid4(), uuid.uuid4()
+    area.write(run_id, uuid.uuid4(), [batch(0, 1)])
+    area.write(other_run, uuid.uuid4(), [batch(0, 1)])
+    area.remove(run_id)
+    area.remove(run_id)
+    assert not (tmp_path / "staging" / str(run_id)).exists()
+    assert (tmp_path / "staging" / str(other_run)).exists()
+
+
+def test_a_relative_url_is_resolved_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    area = StagingArea("rel/staging")
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 3)])
+    assert staged.uri.startswith((tmp_path / "rel" / "staging").resolve().as_uri())
+    monkeypatch.chdir("/")
+    assert read_table(area, staged).num_rows == 3
+
+
+def test_a_file_uri_url_works_like_a_folder(tmp_path: Path) -> None:
+    area = StagingArea((tmp_path / "staging").as_uri())
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 3)])
+    assert read_table(area, staged).num_rows == 3
+
+
+@pytest.mark.parametrize(
+    "file",
+    ["file:///etc/passwd", "{base}/../../outside.parquet"],
+)
+def test_reading_outside_the_staging_area_is_refused(
+    area: StagingArea, tmp_path: Path, file: str
+) -> None:
+    base = (tmp_path / "staging").resolve().as_uri()
+    staged = StagedData(uri=base, files=(file.format(base=base),), rows=1)
+    with pytest.raises(PermanentError):
+        area.read(staged)
+
+
+def test_peek_keeps_every_batch() -> None:
+    first, rest = peek(iter([batch(0, 1), batch(1, 1)]))
+    assert first is not None
+    assert first.num_rows == 1
+    assert [b.column(0)[0].as_py() for b in rest] == [0, 1]
+    assert peek([])[0] is None

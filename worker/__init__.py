@@ -1,0 +1,1 @@
+"""The worker: consumes task queues, runs extractor and loader plugins, reports outcomes."""
