@@ -93,9 +93,6 @@ def topology(ns: str) -> Topology:
         dead_queue=dead_queue(ns),
         queues=(
             QueueSpec(coordinator_queue(ns), COORDINATOR_KEYS, args),
-            *(
-                QueueSpec(task_queue(ns, t), (task_routing_key(t),), args)
-                for t in TaskType
-            ),
+            *(QueueSpec(task_queue(ns, t), (task_routing_key(t),), args) for t in TaskType),
         ),
     )

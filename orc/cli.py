@@ -32,6 +32,7 @@ def _setup_logging() -> None:
     )
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
     logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _run(components: dict[str, runtime.Component], **kwargs: object) -> None:

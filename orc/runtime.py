@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.app import serve
 from common.bus import Bus, connect_bus
 from common.db.engine import make_engine, make_sessionmaker
 from common.db.migrate import upgrade_async
@@ -23,6 +25,7 @@ from worker.service import Worker
 log = logging.getLogger(__name__)
 
 ALL_QUEUES = ("extract", "load")
+API_GRACE_SECONDS = 10.0
 
 
 @dataclass
@@ -47,6 +50,9 @@ async def resources(settings: Settings) -> AsyncIterator[Resources]:
         await engine.dispose()
 
 
+Component = Callable[[Resources], Coroutine[Any, Any, None]]
+
+
 async def run_coordinator(res: Resources) -> None:
     await Coordinator(res.bus, res.sessionmaker, batch_size=res.settings.prefetch).run()
 
@@ -55,9 +61,7 @@ async def run_scheduler(res: Resources) -> None:
     await Scheduler(res.bus, res.sessionmaker, res.settings.scheduler_refresh_seconds).run()
 
 
-def worker_runner(
-    queues: Sequence[str], concurrency: int
-) -> Callable[[Resources], Awaitable[None]]:
+def worker_runner(queues: Sequence[str], concurrency: int) -> Component:
     async def run(res: Resources) -> None:
         worker = Worker(
             res.bus,
@@ -73,19 +77,25 @@ def worker_runner(
 
 
 async def run_api(res: Resources) -> None:
-    from api.app import serve
+    # Cancelled by the runtime on shutdown: let uvicorn finish open requests and run the
+    # app's shutdown instead of dropping them.
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(res.settings, stop=stop))
+    try:
+        await asyncio.shield(server)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(server, API_GRACE_SECONDS)
+        raise
 
-    await serve(res.settings)
-
-
-Component = Callable[[Resources], Awaitable[None]]
 
 
 async def run_until_stopped(
     settings: Settings,
     components: dict[str, Component],
     migrate: bool = False,
-    after_start: Callable[[Settings], Awaitable[None]] | None = None,
+    after_start: Callable[[Settings], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Run the components until SIGINT/SIGTERM, or until one of them fails."""
     if migrate:
@@ -95,13 +105,15 @@ async def run_until_stopped(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with resources(settings) as res:
-        tasks = {asyncio.create_task(run(res), name=name): name for name, run in components.items()}
+        tasks: dict[asyncio.Task[Any], str] = {
+            asyncio.create_task(run(res), name=name): name for name, run in components.items()
+        }
         log.info("started: %s", ", ".join(components))
         if after_start is not None:
             tasks[asyncio.create_task(after_start(settings), name="after-start")] = "after-start"
-        stopper = asyncio.create_task(stop.wait())
+        stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
         failed: BaseException | None = None
-        pending = set(tasks)
+        pending: set[asyncio.Task[Any]] = set(tasks)
         while pending:
             done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:

@@ -63,7 +63,9 @@ class Scheduler:
         last_refresh = self.clock()
         while True:
             now = self.clock()
-            if (now - last_refresh).total_seconds() >= self.refresh_seconds or self._changed.is_set():
+            if (
+                now - last_refresh
+            ).total_seconds() >= self.refresh_seconds or self._changed.is_set():
                 self._changed.clear()
                 await self._reload(catch_up=False)
                 last_refresh = now
@@ -160,4 +162,3 @@ class Scheduler:
         )
         await self.bus.publish(event)
         log.info("job %s due at %s (run %s)", job.id, tick.isoformat(), event.run_id)
-

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from common.bus import Bus, connect_bus
 from common.db.engine import make_engine, make_sessionmaker
 from common.db.models import JobDefinition, JobRun, Task
-from common.states import TaskType
 from common.events import EVENTS_BY_ROUTING_KEY, Event, RunFinished
 from common.settings import Settings
+from common.states import TaskType
 from orc import runtime
 
 E = TypeVar("E", bound=Event)
@@ -133,9 +133,7 @@ async def read_run(settings: Settings, run_id: uuid.UUID) -> tuple[JobRun | None
     try:
         async with make_sessionmaker(engine)() as session:
             run = await session.get(JobRun, run_id)
-            tasks = (
-                await session.execute(select(Task).where(Task.job_run_id == run_id))
-            ).scalars()
+            tasks = (await session.execute(select(Task).where(Task.job_run_id == run_id))).scalars()
             return run, sorted(tasks, key=lambda t: t.task_type is TaskType.LOAD)
     finally:
         await engine.dispose()

@@ -41,7 +41,9 @@ def run_task(
     )
     if task.task_type is TaskType.EXTRACT:
         extractor_cls = get_extractor(task.plugin)
-        extractor = extractor_cls(_config(extractor_cls.config_model, task.config, data_root), context)
+        extractor = extractor_cls(
+            _config(extractor_cls.config_model, task.config, data_root), context
+        )
         staged = staging.write(task.run_id, task.task_id, extractor.extract())
         return staged.rows, staged
     if task.staged is None:

@@ -116,7 +116,10 @@ class Worker:
             outcome = self._failed(task, exc, retryable=True)
         else:
             outcome = TaskSucceeded(
-                task_id=task.task_id, run_id=task.run_id, attempt=task.attempt, rows=rows,
+                task_id=task.task_id,
+                run_id=task.run_id,
+                attempt=task.attempt,
+                rows=rows,
                 staged=staged,
             )
         await self.bus.publish(outcome)

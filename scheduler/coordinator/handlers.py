@@ -13,6 +13,7 @@ import uuid
 
 from sqlalchemy import select
 
+from common.db.models import JobDefinition, JobRun, Task
 from common.errors import PoisonMessage
 from common.events import (
     JobDue,
@@ -26,7 +27,6 @@ from common.events import (
 )
 from common.ids import run_id_from_message, task_id
 from common.states import RunStatus, TaskStatus, TaskType, can_move_run, can_move_task
-from common.db.models import JobDefinition, JobRun, Task
 from common.topology import task_routing_key
 from scheduler.coordinator.uow import UnitOfWork
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import duckdb
 
+from common.bus import connect_bus
 from common.events import JobDue, RunFinished
 from common.settings import Settings
 from common.states import RunStatus, TaskStatus, TaskType, Trigger
-from common.bus import connect_bus
 from tests.harness import engine_running, insert_job, read_run, tap
 
 
@@ -50,7 +50,10 @@ async def test_job_due_runs_extract_then_load(settings: Settings, data_root: Pat
     assert all(t.status is TaskStatus.COMPLETED and t.attempt_count == 1 for t in tasks)
     assert [t.rows_processed for t in tasks] == [250, 250]
     with duckdb.connect(str(data_root / "out" / "wh.duckdb"), read_only=True) as con:
-        assert con.execute("select count(*), sum(id) from people").fetchone() == (250, sum(range(250)))
+        assert con.execute("select count(*), sum(id) from people").fetchone() == (
+            250,
+            sum(range(250)),
+        )
 
 
 async def test_failure_marks_task_and_run_failed(sqlite_settings: Settings) -> None:
