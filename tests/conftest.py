@@ -29,7 +29,9 @@ PG_ADMIN_DSN = os.environ.get("ORC_TEST_PG_DSN", "postgresql://postgres@127.0.0.
 def _reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
             return True
     except OSError:
         return False
