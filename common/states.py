@@ -10,6 +10,7 @@ class RunStatus(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
 class TaskStatus(StrEnum):
@@ -18,6 +19,7 @@ class TaskStatus(StrEnum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     RETRYING = "RETRYING"
+    CANCELLED = "CANCELLED"
 
 
 class TaskType(StrEnum):
@@ -29,26 +31,38 @@ class TaskType(StrEnum):
         return self.value.lower()
 
 
+class WorkerStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    LOST = "LOST"
+    STOPPED = "STOPPED"
+
+
 class Trigger(StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
     EVENT = "event"
 
 
+_RUN_ENDS = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus.FAILED}),
-    RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED}),
+    RunStatus.PENDING: _RUN_ENDS | {RunStatus.RUNNING},
+    RunStatus.RUNNING: _RUN_ENDS,
     RunStatus.COMPLETED: frozenset(),
     RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
 }
 
+_TASK_ENDS = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.FAILED}),
-    # A worker may report success or failure of an attempt whose TaskStarted was lost.
-    TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.RETRYING}),
-    TaskStatus.RETRYING: frozenset({TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.FAILED}),
+    # A worker may report the outcome of an attempt whose TaskStarted was lost, and an
+    # attempt may fail before it starts (a lost worker, a poison message): hence the
+    # shortcuts from PENDING and RETRYING.
+    TaskStatus.PENDING: _TASK_ENDS | {TaskStatus.RUNNING, TaskStatus.RETRYING},
+    TaskStatus.RUNNING: _TASK_ENDS | {TaskStatus.RETRYING},
+    TaskStatus.RETRYING: _TASK_ENDS | {TaskStatus.RUNNING},
     TaskStatus.COMPLETED: frozenset(),
     TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
 }
 
 FINAL_RUN_STATUSES = frozenset(s for s, nxt in RUN_TRANSITIONS.items() if not nxt)

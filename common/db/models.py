@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -24,7 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from common.db.types import JSONDocument, UTCDateTime
 from common.events import utcnow
-from common.states import RunStatus, TaskStatus, TaskType, Trigger
+from common.states import RunStatus, TaskStatus, TaskType, Trigger, WorkerStatus
 
 
 def _enum(cls: type[Any], name: str) -> Enum:
@@ -54,6 +55,11 @@ class JobDefinition(Base):
     loader_type: Mapped[str] = mapped_column(String(64))
     loader_config: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    retry_backoff_seconds: Mapped[float] = mapped_column(Float, default=5.0)
+    retry_backoff_factor: Mapped[float] = mapped_column(Float, default=2.0)
+    retry_backoff_max_seconds: Mapped[float] = mapped_column(Float, default=3600.0)
+    retry_jitter: Mapped[float] = mapped_column(Float, default=0.1)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -105,7 +111,49 @@ class Task(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     worker_id: Mapped[str | None] = mapped_column(String(200))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rows_processed: Mapped[int | None] = mapped_column(BigInteger)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
 
     run: Mapped[JobRun] = relationship(back_populates="tasks")
+
+
+class Worker(Base):
+    """The worker registry: who consumes which queues, and when they were last heard of."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    queues: Mapped[list[str]] = mapped_column(JSONDocument)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[WorkerStatus] = mapped_column(_enum(WorkerStatus, "worker_status"))
+
+
+class ApiToken(Base):
+    """A bearer token of the API, kept only as its SHA-256 digest."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobState(Base):
+    """Values a job keeps between runs, such as an incremental extract's last cursor."""
+
+    __tablename__ = "job_state"
+
+    job_definition_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("job_definitions.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONDocument)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
