@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from common.states import RunStatus, TaskType, Trigger
+from common.states import RunStatus, TaskStatus, TaskType, Trigger, WorkerStatus
 
 
 def utcnow() -> datetime:
@@ -126,6 +126,63 @@ class JobDefinitionChanged(Event):
     change: Literal["created", "updated", "deleted"]
 
 
+class RunCancelRequested(Event):
+    """Someone asked to cancel a run (`POST /job_runs/{id}/cancel`); the coordinator decides."""
+
+    routing_key: ClassVar[str] = "run.cancel"
+    run_id: uuid.UUID
+    reason: str = "cancelled by request"
+
+
+class RunCancelled(Event):
+    """A run was cancelled: workers interrupt any attempt of it they are running."""
+
+    routing_key: ClassVar[str] = "run.cancelled"
+    mandatory: ClassVar[bool] = False
+    run_id: uuid.UUID
+
+
+class RunningAttempt(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    task_id: uuid.UUID
+    run_id: uuid.UUID
+    attempt: int
+
+
+class WorkerHeartbeat(Event):
+    """A worker is alive (or, with status STOPPED, leaving); sent every few seconds."""
+
+    routing_key: ClassVar[str] = "worker.heartbeat"
+    worker_id: str
+    host: str
+    queues: tuple[str, ...]
+    concurrency: int
+    started_at: AwareDatetime
+    status: WorkerStatus = WorkerStatus.ACTIVE
+    running: tuple[RunningAttempt, ...] = ()
+    interval_seconds: float = 5.0
+
+
+class StateChanged(Event):
+    """A notice the coordinator sends after it committed a run's or a task's new status.
+
+    Live views (the API's event stream) follow runs through these; `task_id` is None
+    when the run itself changed.
+    """
+
+    routing_key: ClassVar[str] = "state.changed"
+    mandatory: ClassVar[bool] = False
+    job_definition_id: uuid.UUID
+    run_id: uuid.UUID
+    run_status: RunStatus
+    task_id: uuid.UUID | None = None
+    task_type: TaskType | None = None
+    task_status: TaskStatus | None = None
+    attempt: int | None = None
+    rows: int | None = None
+    error_message: str | None = None
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     JobDue,
     TaskDispatched,
@@ -135,5 +192,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TaskFailed,
     RunFinished,
     JobDefinitionChanged,
+    RunCancelRequested,
+    RunCancelled,
+    WorkerHeartbeat,
+    StateChanged,
 )
 EVENTS_BY_ROUTING_KEY: dict[str, type[Event]] = {e.routing_key: e for e in EVENT_TYPES}
