@@ -73,6 +73,11 @@ class TaskDispatched(Event):
     plugin: str
     config: dict[str, Any]
     staged: StagedData | None = None
+    state: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the job kept from earlier runs (an incremental extract's cursor).",
+    )
+    timeout_seconds: float | None = None
 
 
 class TaskStarted(Event):
@@ -99,6 +104,10 @@ class TaskSucceeded(Event):
     attempt: int
     rows: int = 0
     staged: StagedData | None = None
+    state_update: dict[str, Any] | None = Field(
+        default=None,
+        description="Keys to store in the job's state once the run completes.",
+    )
 
 
 class TaskFailed(Event):
