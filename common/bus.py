@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -22,11 +23,39 @@ from aio_pika.abc import (
 )
 
 from common.events import Event
-from common.topology import REASON_HEADER, SOURCE_QUEUE_HEADER, Topology, topology
+from common.topology import (
+    DELAY_HEADER,
+    REASON_HEADER,
+    SOURCE_QUEUE_HEADER,
+    Topology,
+    rung_name,
+    topology,
+)
 
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A running consumer; `cancel()` stops new deliveries and keeps the channel, so
+    messages already taken can still be acked."""
+
+    queue: AbstractQueue
+    tag: str
+
+    async def cancel(self) -> None:
+        await self.queue.cancel(self.tag)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event to publish: where to, and after which delay rung, if any."""
+
+    event: Event
+    routing_key: str | None = None
+    delay_rung: int | None = None
 
 
 class Bus:
@@ -39,6 +68,7 @@ class Bus:
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._dead_exchange: AbstractExchange | None = None
+        self._delay_exchange: AbstractExchange | None = None
         self._consumer_channels: list[AbstractChannel] = []
 
     async def connect(self) -> None:
@@ -56,10 +86,15 @@ class Bus:
         self._dead_exchange = await channel.declare_exchange(
             t.dead_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        dead = await channel.declare_queue(
-            t.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        for name in (t.dead_queue, t.dead_watch_queue):
+            dead = await channel.declare_queue(name, durable=True, arguments=t.arguments(name))
+            await dead.bind(self._dead_exchange)
+        self._delay_exchange = await channel.declare_exchange(
+            t.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
         )
-        await dead.bind(self._dead_exchange)
+        for rung in t.delays:
+            delay = await channel.declare_queue(rung.queue, durable=True, arguments=rung.arguments)
+            await delay.bind(self._delay_exchange, arguments=rung.match)
         for spec in t.queues:
             queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
             for key in spec.bindings:
@@ -76,22 +111,37 @@ class Bus:
         event: Event,
         routing_key: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        delay_rung: int | None = None,
     ) -> None:
+        """Publish and await the broker's confirm.
+
+        With `delay_rung` (one of `DELAY_LADDER_SECONDS`) the event waits that long in the
+        rung's delay queue, then reaches its routing key's queues.
+        """
+        headers = dict(headers or {})
+        exchange = self.exchange
+        if delay_rung is not None:
+            if self._delay_exchange is None:
+                raise RuntimeError("Bus.connect() was not awaited")
+            exchange = self._delay_exchange
+            headers[DELAY_HEADER] = rung_name(delay_rung)
         message = aio_pika.Message(
             event.model_dump_json().encode(),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=str(event.event_id),
             type=type(event).__name__,
-            headers=dict(headers or {}),
+            headers=headers,
         )
-        await self.exchange.publish(
+        await exchange.publish(
             message, routing_key=routing_key or event.routing_key, mandatory=event.mandatory
         )
 
-    async def publish_many(self, items: Iterable[tuple[Event, str | None]]) -> None:
+    async def publish_many(self, items: Iterable[Outgoing]) -> None:
         """Publish every event with its confirms in flight together."""
-        await asyncio.gather(*(self.publish(event, key) for event, key in items))
+        await asyncio.gather(
+            *(self.publish(o.event, o.routing_key, delay_rung=o.delay_rung) for o in items)
+        )
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Set a message aside on `<ns>.dead` with its reason, then ack it."""
@@ -111,19 +161,18 @@ class Bus:
         await self._dead_exchange.publish(copy, routing_key=message.routing_key or "")
         await message.ack()
 
-    async def consume(
-        self, queue_name: str, callback: MessageCallback, prefetch: int
-    ) -> AbstractQueue:
+    async def consume(self, queue_name: str, callback: MessageCallback, prefetch: int) -> Consumer:
         """Consume a declared queue on a channel of its own, with its own prefetch."""
         if self._connection is None:
             raise RuntimeError("Bus.connect() was not awaited")
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         self._consumer_channels.append(channel)
-        spec = self.topology.queue(queue_name)
-        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
-        await queue.consume(callback)
-        return queue
+        queue = await channel.declare_queue(
+            queue_name, durable=True, arguments=self.topology.arguments(queue_name)
+        )
+        tag = await queue.consume(callback)
+        return Consumer(queue, tag)
 
     async def declare_private_queue(self, bindings: Iterable[str]) -> AbstractQueue:
         """A server-named queue that lives as long as this connection (change notices)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,36 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="Address the REST API listens on.")
     api_port: int = Field(default=8000, description="Port the REST API listens on.")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="A bearer token the API registers as an `admin` token when it starts "
+        "(only its SHA-256 digest is stored), for automation. Unset: no token is seeded.",
+    )
+    api_url: str | None = Field(
+        default=None,
+        description="Where the `orc` CLI finds the REST API. Unset: "
+        "`http://ORC_API_HOST:ORC_API_PORT`.",
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="The bearer token the `orc` CLI sends. Unset: `ORC_ADMIN_TOKEN`, else the "
+        "token saved in `ORC_TOKEN_FILE` by `orc up`.",
+    )
+    token_file: Path = Field(
+        default=Path(".orc/token"),
+        description="Where `orc up` saves the admin token it makes when none is configured "
+        "(mode 0600), and where the CLI reads it.",
+    )
+    api_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body the REST API accepts; a bigger one is answered 413.",
+    )
+    api_open_docs: bool = Field(
+        default=False,
+        description="Serve the OpenAPI document and Swagger UI (`/schema`) without a token. "
+        "Off: they need a token of any role, like every endpoint but `/health`.",
+    )
     prefetch: int = Field(
         default=100,
         ge=1,
@@ -50,6 +80,39 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the scheduler re-reads job definitions even without a "
         "`JobDefinitionChanged` event.",
+    )
+
+    heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often workers send `WorkerHeartbeat`; the coordinator checks for "
+        "lost workers at the same pace.",
+    )
+    lost_after_heartbeats: int = Field(
+        default=3,
+        ge=2,
+        description="A worker not heard of for this many heartbeat intervals is LOST, and "
+        "its running tasks are dispatched again as a new attempt.",
+    )
+    worker_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM a worker takes no new task and lets running ones finish for "
+        "this long; the rest go back to their queue.",
+    )
+    long_task_ack_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="A task still running after this long has its message acked early, so "
+        "RabbitMQ's `consumer_timeout` (30 min by default) never redelivers it to a second "
+        "worker; from then on the worker's heartbeats vouch for it. Keep it well under "
+        "`consumer_timeout`.",
+    )
+    outbox_relay_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Events the coordinator committed but could not publish (a broker "
+        "outage, a crash) are sent again after this long.",
     )
 
     @property

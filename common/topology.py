@@ -9,12 +9,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.events import JobDue, TaskFailed, TaskStarted, TaskSucceeded
+from common.events import (
+    JobDue,
+    RunCancelRequested,
+    TaskFailed,
+    TaskStarted,
+    TaskSucceeded,
+    WorkerHeartbeat,
+)
 from common.states import TaskType
 
 # A message redelivered this often (a worker dying on it each time) is dead-lettered by
 # the broker itself: quorum queues have no delivery limit unless one is set.
-DELIVERY_LIMIT = 10
+DELIVERY_LIMIT = 5
+
+# The retry ladder: one delay queue per rung, each with its own TTL. A per-message TTL on
+# one queue would not do: RabbitMQ expires messages only from a queue's head, so a short
+# delay would wait behind a long one.
+DELAY_LADDER_SECONDS: tuple[int, ...] = (1, 5, 30, 120, 600, 3600)
+DELAY_HEADER = "x-orc-delay"
+
+DEAD_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
 
 REASON_HEADER = "x-orc-reason"
 SOURCE_QUEUE_HEADER = "x-orc-queue"
@@ -30,6 +45,31 @@ def dead_exchange(ns: str) -> str:
 
 def dead_queue(ns: str) -> str:
     return f"{ns}.dead"
+
+
+def dead_watch_queue(ns: str) -> str:
+    """The coordinator's copy of every dead letter, to fail the task it belonged to."""
+    return f"{ns}.dead.watch"
+
+
+def delay_exchange(ns: str) -> str:
+    return f"{ns}.delay"
+
+
+def delay_queue(ns: str, seconds: int) -> str:
+    return f"{ns}.delay.{rung_name(seconds)}"
+
+
+def rung_name(seconds: int) -> str:
+    return f"{seconds}s"
+
+
+def pick_rung(delay_seconds: float) -> int:
+    """The shortest rung at least as long as the wanted delay (the longest if none is)."""
+    for rung in DELAY_LADDER_SECONDS:
+        if rung >= delay_seconds:
+            return rung
+    return DELAY_LADDER_SECONDS[-1]
 
 
 def coordinator_queue(ns: str) -> str:
@@ -51,6 +91,8 @@ COORDINATOR_KEYS = (
     TaskStarted.routing_key,
     TaskSucceeded.routing_key,
     TaskFailed.routing_key,
+    RunCancelRequested.routing_key,
+    WorkerHeartbeat.routing_key,
 )
 
 
@@ -62,12 +104,51 @@ class QueueSpec:
 
 
 @dataclass(frozen=True)
+class DelayRung:
+    seconds: int
+    queue: str
+    arguments: dict[str, Any]
+
+    @property
+    def match(self) -> dict[str, Any]:
+        """Header binding of the rung's queue on the delay exchange."""
+        return {"x-match": "all", DELAY_HEADER: rung_name(self.seconds)}
+
+
+@dataclass(frozen=True)
 class Topology:
     namespace: str
     exchange: str
     dead_exchange: str
     dead_queue: str
+    dead_watch_queue: str
+    delay_exchange: str
     queues: tuple[QueueSpec, ...]
+    delays: tuple[DelayRung, ...]
+
+    def all_queues(self) -> tuple[str, ...]:
+        """Every durable queue of the namespace (for tooling and test clean-up)."""
+        return (
+            *(q.name for q in self.queues),
+            *(r.queue for r in self.delays),
+            self.dead_queue,
+            self.dead_watch_queue,
+        )
+
+    def all_exchanges(self) -> tuple[str, ...]:
+        return (self.exchange, self.dead_exchange, self.delay_exchange)
+
+    def arguments(self, name: str) -> dict[str, Any]:
+        """The declaration arguments of any queue of the namespace."""
+        for q in self.queues:
+            if q.name == name:
+                return q.arguments
+        for r in self.delays:
+            if r.queue == name:
+                return r.arguments
+        if name in (self.dead_queue, self.dead_watch_queue):
+            return dict(DEAD_QUEUE_ARGUMENTS)
+        raise KeyError(name)
 
     def queue(self, name: str) -> QueueSpec:
         for q in self.queues:
@@ -84,6 +165,19 @@ def work_queue_arguments(ns: str) -> dict[str, Any]:
     }
 
 
+def delay_queue_arguments(ns: str, seconds: int) -> dict[str, Any]:
+    # Expired messages go back to the events exchange under their own routing key, so a
+    # delayed task lands in its work queue. Quorum dead-lettering is at-most-once unless
+    # asked otherwise: at-least-once needs reject-publish overflow.
+    return {
+        "x-queue-type": "quorum",
+        "x-message-ttl": seconds * 1000,
+        "x-dead-letter-exchange": events_exchange(ns),
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
 def topology(ns: str) -> Topology:
     args = work_queue_arguments(ns)
     return Topology(
@@ -91,8 +185,14 @@ def topology(ns: str) -> Topology:
         exchange=events_exchange(ns),
         dead_exchange=dead_exchange(ns),
         dead_queue=dead_queue(ns),
+        dead_watch_queue=dead_watch_queue(ns),
+        delay_exchange=delay_exchange(ns),
         queues=(
             QueueSpec(coordinator_queue(ns), COORDINATOR_KEYS, args),
             *(QueueSpec(task_queue(ns, t), (task_routing_key(t),), args) for t in TaskType),
+        ),
+        delays=tuple(
+            DelayRung(s, delay_queue(ns, s), delay_queue_arguments(ns, s))
+            for s in DELAY_LADDER_SECONDS
         ),
     )

@@ -18,9 +18,9 @@ from common.db.engine import make_engine, make_sessionmaker
 from common.db.migrate import upgrade_async
 from common.settings import Settings
 from common.staging import StagingArea
-from scheduler.coordinator.service import Coordinator
+from scheduler.coordinator.service import Coordinator, CoordinatorConfig
 from scheduler.cron_scheduler import Scheduler
-from worker.service import Worker
+from worker.service import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,14 @@ Component = Callable[[Resources], Coroutine[Any, Any, None]]
 
 
 async def run_coordinator(res: Resources) -> None:
-    await Coordinator(res.bus, res.sessionmaker, batch_size=res.settings.prefetch).run()
+    s = res.settings
+    config = CoordinatorConfig(
+        batch_size=s.prefetch,
+        heartbeat_seconds=s.heartbeat_seconds,
+        lost_after_heartbeats=s.lost_after_heartbeats,
+        outbox_relay_seconds=s.outbox_relay_seconds,
+    )
+    await Coordinator(res.bus, res.sessionmaker, config).run()
 
 
 async def run_scheduler(res: Resources) -> None:
@@ -63,15 +70,24 @@ async def run_scheduler(res: Resources) -> None:
 
 def worker_runner(queues: Sequence[str], concurrency: int) -> Component:
     async def run(res: Resources) -> None:
+        s = res.settings
         worker = Worker(
             res.bus,
-            StagingArea(res.settings.staging_url),
-            res.settings.resolved_data_root,
-            list(queues),
-            concurrency,
+            StagingArea(s.staging_url),
+            s.resolved_data_root,
+            WorkerConfig(
+                queues=tuple(queues),
+                concurrency=concurrency,
+                heartbeat_seconds=s.heartbeat_seconds,
+                grace_seconds=s.worker_grace_seconds,
+                long_task_ack_seconds=s.long_task_ack_seconds,
+            ),
         )
         await worker.start()
-        await asyncio.Event().wait()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await worker.shutdown()
 
     return run
 
@@ -88,7 +104,6 @@ async def run_api(res: Resources) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(server, API_GRACE_SECONDS)
         raise
-
 
 
 async def run_until_stopped(

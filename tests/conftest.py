@@ -105,9 +105,9 @@ async def clean_namespace(broker_url: str, namespace: str) -> AsyncIterator[str]
     try:
         channel = await connection.channel()
         t = topology(namespace)
-        for name in [q.name for q in t.queues] + [t.dead_queue]:
+        for name in t.all_queues():
             await channel.queue_delete(name)
-        for name in (t.exchange, t.dead_exchange):
+        for name in t.all_exchanges():
             await channel.exchange_delete(name)
     finally:
         await connection.close()

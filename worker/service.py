@@ -2,81 +2,204 @@
 
 A task message is acked only after its outcome event (`TaskSucceeded` or `TaskFailed`) is
 confirmed by the broker, so a worker that dies mid-task leaves the message to be
-redelivered; the coordinator ignores whatever outcome arrives second.
+redelivered; the coordinator ignores whatever outcome arrives for a superseded attempt.
+
+Two exceptions to "ack after the outcome", both deliberate:
+- a task still running after `long_task_ack_seconds` is acked early, because RabbitMQ's
+  node-wide `consumer_timeout` would otherwise hand it to a second worker; from then on the
+  worker's heartbeats vouch for it, and a lost worker's task gets a new attempt;
+- on shutdown, attempts that did not finish within the grace period are handed back
+  (nacked with requeue) for another worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from common.bus import Bus
-from common.errors import PermanentError, PoisonMessage
+from common.bus import Bus, Consumer
+from common.errors import OrcError, PermanentError, PoisonMessage
 from common.events import (
+    RunCancelled,
+    RunningAttempt,
     TaskDispatched,
     TaskFailed,
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
+    WorkerHeartbeat,
+    utcnow,
 )
 from common.parsing import parse_event
 from common.staging import StagingArea
+from common.states import WorkerStatus
 from common.topology import task_queue
 from worker.execution import run_task
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 1.0
+REMEMBERED_CANCELLATIONS = 10_000
+
+
+class AttemptInterrupted(OrcError):
+    """Raised inside a running plugin (at its next progress report) to stop it."""
 
 
 def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+@dataclass(frozen=True)
+class WorkerConfig:
+    queues: tuple[str, ...]
+    concurrency: int = 4
+    heartbeat_seconds: float = 5.0
+    grace_seconds: float = 30.0
+    long_task_ack_seconds: float = 600.0
+
+
+@dataclass
+class _Attempt:
+    task: TaskDispatched
+    message: AbstractIncomingMessage
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str = ""
+    settled: bool = False
+
+    def interrupt(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.stop.set()
+
+    async def settle(self, requeue: bool = False) -> None:
+        """Ack (or hand back) the message, once."""
+        if self.settled:
+            return
+        self.settled = True
+        if requeue:
+            await self.message.nack(requeue=True)
+        else:
+            await self.message.ack()
+
+
 class Worker:
     def __init__(
-        self,
-        bus: Bus,
-        staging: StagingArea,
-        data_root: Path,
-        queues: list[str],
-        concurrency: int = 4,
+        self, bus: Bus, staging: StagingArea, data_root: Path, config: WorkerConfig
     ) -> None:
         self.bus = bus
         self.staging = staging
         self.data_root = data_root
-        self.queues = queues
-        self.concurrency = concurrency
+        self.config = config
         self.worker_id = make_worker_id()
-        self._slots = asyncio.Semaphore(concurrency)
-        self._running: set[asyncio.Task[None]] = set()
+        self.started_at: datetime = utcnow()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._consumers: list[Consumer] = []
+        self._running: dict[uuid.UUID, _Attempt] = {}
+        self._cancelled_runs: deque[uuid.UUID] = deque(maxlen=REMEMBERED_CANCELLATIONS)
+        self._stopping = False
+        self._heartbeats: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
+        cancellations = await self.bus.declare_private_queue([RunCancelled.routing_key])
+        await cancellations.consume(self._on_cancelled, no_ack=True)
         ns = self.bus.topology.namespace
-        for name in self.queues:
-            await self.bus.consume(task_queue(ns, name), self._on_message, self.concurrency)
-        log.info("worker %s consuming %s", self.worker_id, ", ".join(self.queues))
+        for name in self.config.queues:
+            self._consumers.append(
+                await self.bus.consume(
+                    task_queue(ns, name), self._on_message, self.config.concurrency
+                )
+            )
+        self._heartbeats = asyncio.create_task(self._beat())
+        log.info("worker %s consuming %s", self.worker_id, ", ".join(self.config.queues))
+
+    async def shutdown(self) -> None:
+        """Stop taking tasks, let running ones finish within the grace period, hand back
+        the rest, and say goodbye."""
+        self._stopping = True
+        for consumer in self._consumers:
+            with contextlib.suppress(Exception):
+                await consumer.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.config.grace_seconds)
+        # Attempts whose message was acked early cannot be handed back: the goodbye
+        # heartbeat names them, and the coordinator gives them a new attempt.
+        abandoned = [a for a in self._running.values() if a.settled]
+        for attempt in list(self._running.values()):
+            log.warning("handing back task %s: grace period over", attempt.task.task_id)
+            attempt.interrupt("worker shutting down")
+            with contextlib.suppress(Exception):
+                await attempt.settle(requeue=True)
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+        with contextlib.suppress(Exception):
+            await self.bus.publish(self._heartbeat(WorkerStatus.STOPPED, abandoned))
+
+    def _heartbeat(
+        self, status: WorkerStatus = WorkerStatus.ACTIVE, running: list[_Attempt] | None = None
+    ) -> WorkerHeartbeat:
+        attempts = self._running.values() if running is None else running
+        return WorkerHeartbeat(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            queues=self.config.queues,
+            concurrency=self.config.concurrency,
+            started_at=self.started_at,
+            status=status,
+            running=tuple(
+                RunningAttempt(task_id=a.task.task_id, run_id=a.task.run_id, attempt=a.task.attempt)
+                for a in attempts
+            ),
+            interval_seconds=self.config.heartbeat_seconds,
+        )
+
+    async def _beat(self) -> None:
+        while True:
+            try:
+                await self.bus.publish(self._heartbeat())
+            except Exception:
+                log.warning("heartbeat not sent", exc_info=True)
+            await asyncio.sleep(self.config.heartbeat_seconds)
+
+    async def _on_cancelled(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = parse_event(RunCancelled, message.body)
+        except PoisonMessage:
+            return
+        self._cancelled_runs.append(event.run_id)
+        for attempt in self._running.values():
+            if attempt.task.run_id == event.run_id:
+                attempt.interrupt("run cancelled")
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            await _hand_back(message)
+            return
         async with self._slots:
+            if self._stopping:
+                await _hand_back(message)
+                return
             try:
                 await self._handle(message)
             except Exception:
                 # The outcome could not be confirmed (the broker went away): leave the
-                # message unacked; it is redelivered and the coordinator deduplicates.
+                # message to be redelivered; the coordinator deduplicates.
                 log.exception("task message %s not settled", message.message_id)
                 if not message.processed:
-                    try:
-                        await message.nack(requeue=True)
-                    except Exception:
-                        log.debug("nack failed; the broker requeues it", exc_info=True)
+                    await _hand_back(message)
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -85,18 +208,39 @@ class Worker:
             log.warning("dead-lettering a task message: %s", exc)
             await self.bus.dead_letter(message, str(exc))
             return
-        await self.bus.publish(
-            TaskStarted(
-                task_id=task.task_id,
-                run_id=task.run_id,
-                attempt=task.attempt,
-                worker_id=self.worker_id,
+        if task.run_id in self._cancelled_runs:
+            await message.ack()
+            return
+        attempt = _Attempt(task, message)
+        self._running[task.task_id] = attempt
+        self._idle.clear()
+        try:
+            await self.bus.publish(
+                TaskStarted(
+                    task_id=task.task_id,
+                    run_id=task.run_id,
+                    attempt=task.attempt,
+                    worker_id=self.worker_id,
+                )
             )
-        )
+            outcome = await self._execute(attempt)
+            if attempt.stop_reason == "worker shutting down":
+                return
+            await self.bus.publish(outcome)
+            await attempt.settle()
+        finally:
+            self._running.pop(task.task_id, None)
+            if not self._running:
+                self._idle.set()
+
+    async def _execute(self, attempt: _Attempt) -> TaskSucceeded | TaskFailed:
+        task = attempt.task
         loop = asyncio.get_running_loop()
         last_report = [0.0]
 
         def report_progress(rows: int) -> None:
+            if attempt.stop.is_set():
+                raise AttemptInterrupted(attempt.stop_reason)
             now = time.monotonic()
             if now - last_report[0] < PROGRESS_INTERVAL_SECONDS:
                 return
@@ -106,24 +250,38 @@ class Worker:
             )
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._notice(event)))
 
+        early_ack = loop.call_later(
+            self.config.long_task_ack_seconds,
+            lambda: asyncio.ensure_future(self._ack_early(attempt)),
+        )
+        work = asyncio.ensure_future(
+            asyncio.to_thread(run_task, task, self.staging, self.data_root, report_progress)
+        )
         try:
-            rows, staged = await asyncio.to_thread(
-                run_task, task, self.staging, self.data_root, report_progress
-            )
+            rows, staged = await asyncio.wait_for(asyncio.shield(work), task.timeout_seconds)
+        except TimeoutError:
+            # The thread cannot be killed: it is told to stop at its next progress report,
+            # and whatever it produces after this is ignored.
+            attempt.interrupt(f"timed out after {task.timeout_seconds:g}s")
+            return self._failed(task, TimeoutError(attempt.stop_reason), retryable=True)
+        except AttemptInterrupted as exc:
+            return self._failed(task, exc, retryable=False)
         except PermanentError as exc:
-            outcome: TaskSucceeded | TaskFailed = self._failed(task, exc, retryable=False)
+            return self._failed(task, exc, retryable=False)
         except Exception as exc:
-            outcome = self._failed(task, exc, retryable=True)
-        else:
-            outcome = TaskSucceeded(
-                task_id=task.task_id,
-                run_id=task.run_id,
-                attempt=task.attempt,
-                rows=rows,
-                staged=staged,
-            )
-        await self.bus.publish(outcome)
-        await message.ack()
+            return self._failed(task, exc, retryable=True)
+        finally:
+            early_ack.cancel()
+        return TaskSucceeded(
+            task_id=task.task_id, run_id=task.run_id, attempt=task.attempt, rows=rows, staged=staged
+        )
+
+    async def _ack_early(self, attempt: _Attempt) -> None:
+        if attempt.settled or attempt.task.task_id not in self._running:
+            return
+        log.info("task %s runs long: acking its message early", attempt.task.task_id)
+        with contextlib.suppress(Exception):
+            await attempt.settle()
 
     def _failed(self, task: TaskDispatched, exc: BaseException, retryable: bool) -> TaskFailed:
         log.warning("task %s attempt %d failed: %s", task.task_id, task.attempt, exc)
@@ -140,3 +298,8 @@ class Worker:
             await self.bus.publish(event)
         except Exception:
             log.debug("progress notice lost", exc_info=True)
+
+
+async def _hand_back(message: AbstractIncomingMessage) -> None:
+    with contextlib.suppress(Exception):
+        await message.nack(requeue=True)

@@ -157,3 +157,18 @@ class JobState(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[Any] = mapped_column(JSONDocument)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class OutboxMessage(Base):
+    """An event the coordinator committed to send: written in the same transaction as the
+    state change that caused it, deleted once the broker confirmed it. Rows left behind by
+    a crash are sent by the relay, so no committed transition loses its follow-up."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    routing_key: Mapped[str] = mapped_column(String(200))
+    delay_rung: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,33 +1,45 @@
 """The coordinator's logic: one function per event, over a unit of work.
 
-Handlers know nothing of the transport. Each is idempotent: a duplicate event changes no
-row, but it re-emits the follow-up message when that follow-up may never have left (the
-state was committed, the publish was not confirmed), so at-least-once delivery plus these
-handlers gives effectively-once runs.
+Handlers know nothing of the transport. Each is idempotent: an event that does not match
+the current state (a duplicate, an outcome of a superseded attempt, anything about a run
+already finished) changes nothing. What a handler emits is written to the outbox in the
+same transaction, so a committed transition never loses its follow-up message.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 
-from common.db.models import JobDefinition, JobRun, Task
+from common.db.models import JobDefinition, JobRun, JobState, Task
 from common.errors import PoisonMessage
 from common.events import (
     JobDue,
+    RunCancelled,
+    RunCancelRequested,
     RunFinished,
     StagedData,
+    StateChanged,
     TaskDispatched,
     TaskFailed,
     TaskStarted,
     TaskSucceeded,
-    utcnow,
 )
 from common.ids import run_id_from_message, task_id
-from common.states import RunStatus, TaskStatus, TaskType, can_move_run, can_move_task
+from common.states import (
+    FINAL_RUN_STATUSES,
+    FINAL_TASK_STATUSES,
+    RunStatus,
+    TaskStatus,
+    TaskType,
+    can_move_run,
+)
 from common.topology import task_routing_key
+from scheduler.coordinator.retry import RetryPolicy
 from scheduler.coordinator.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -45,39 +57,80 @@ def resolve_run_id(event: JobDue, message_id: str | None) -> uuid.UUID:
     return uuid.uuid4()
 
 
+def retry_policy(job: JobDefinition) -> RetryPolicy:
+    return RetryPolicy(
+        base_seconds=job.retry_backoff_seconds,
+        factor=job.retry_backoff_factor,
+        max_seconds=job.retry_backoff_max_seconds,
+        jitter=job.retry_jitter,
+    )
+
+
 async def _run_for_update(uow: UnitOfWork, run_id: uuid.UUID) -> JobRun | None:
     stmt = select(JobRun).where(JobRun.id == run_id).with_for_update()
     return (await uow.session.execute(stmt)).scalar_one_or_none()
 
 
-async def _task(uow: UnitOfWork, tid: uuid.UUID) -> Task | None:
-    return await uow.session.get(Task, tid)
+async def _job_state(uow: UnitOfWork, job_id: uuid.UUID) -> dict[str, Any]:
+    rows = await uow.session.execute(
+        select(JobState.key, JobState.value).where(JobState.job_definition_id == job_id)
+    )
+    return {key: value for key, value in rows.all()}
 
 
-def _dispatch(
-    uow: UnitOfWork, job: JobDefinition, run: JobRun, task: Task, staged: StagedData | None
+def _notice(uow: UnitOfWork, run: JobRun, task: Task | None = None) -> None:
+    uow.emit(
+        StateChanged(
+            job_definition_id=run.job_definition_id,
+            run_id=run.id,
+            run_status=run.status,
+            task_id=task.id if task else None,
+            task_type=task.task_type if task else None,
+            task_status=task.status if task else None,
+            attempt=task.attempt_count if task else None,
+            rows=task.rows_processed if task else None,
+            error_message=(task.error_message if task else run.error_message),
+        )
+    )
+
+
+async def _dispatch(
+    uow: UnitOfWork,
+    job: JobDefinition,
+    run: JobRun,
+    task: Task,
+    staged: StagedData | None,
+    delay_rung: int | None = None,
 ) -> None:
+    """Send the task's next attempt to its queue (through a delay rung for a retry)."""
     is_extract = task.task_type is TaskType.EXTRACT
+    task.attempt_count += 1
+    task.next_attempt_at = uow.now + timedelta(seconds=delay_rung or 0)
     uow.emit(
         TaskDispatched(
             task_id=task.id,
             run_id=run.id,
             job_definition_id=job.id,
             task_type=task.task_type,
-            attempt=task.attempt_count + 1,
+            attempt=task.attempt_count,
             plugin=job.extractor_type if is_extract else job.loader_type,
             config=job.extractor_config if is_extract else job.loader_config,
             staged=staged,
+            state=await _job_state(uow, job.id) if is_extract else {},
+            timeout_seconds=job.timeout_seconds,
         ),
         task_routing_key(task.task_type),
+        delay_rung,
     )
 
 
 def _finish_run(uow: UnitOfWork, run: JobRun, status: RunStatus, error: str | None) -> None:
-    if can_move_run(run.status, status):
-        run.status = status
-        run.completed_at = utcnow()
-        run.error_message = error
+    if not can_move_run(run.status, status):
+        return
+    run.status = status
+    run.completed_at = uow.now
+    run.error_message = error
+    _notice(uow, run)
     uow.emit(
         RunFinished(
             run_id=run.id,
@@ -88,122 +141,173 @@ def _finish_run(uow: UnitOfWork, run: JobRun, status: RunStatus, error: str | No
     )
 
 
+async def _current(
+    uow: UnitOfWork, run_id: uuid.UUID, tid: uuid.UUID, attempt: int, what: str
+) -> tuple[JobRun, Task] | None:
+    """The run and task an outcome is about, if it concerns their current attempt."""
+    run = await _run_for_update(uow, run_id)
+    task = await uow.session.get(Task, tid)
+    if run is None or task is None or task.job_run_id != run.id:
+        log.warning("%s for unknown run %s or task %s, dropped", what, run_id, tid)
+        return None
+    if run.status in FINAL_RUN_STATUSES or task.status in FINAL_TASK_STATUSES:
+        return None
+    if attempt != task.attempt_count:
+        log.info("%s of superseded attempt %d of task %s, ignored", what, attempt, tid)
+        return None
+    return run, task
+
+
 async def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> None:
     run_id = resolve_run_id(event, message_id)
     job = await uow.session.get(JobDefinition, event.job_definition_id)
     if job is None:
         raise PoisonMessage(f"JobDue names no known job: {event.job_definition_id}")
-    extract_id = task_id(run_id, TaskType.EXTRACT)
-    run = await _run_for_update(uow, run_id)
-    if run is None:
-        run = JobRun(
-            id=run_id,
-            job_definition_id=job.id,
-            status=RunStatus.PENDING,
-            trigger=event.trigger,
-            scheduled_for=event.scheduled_for,
-        )
-        task = Task(
-            id=extract_id,
-            job_run_id=run_id,
-            task_type=TaskType.EXTRACT,
-            status=TaskStatus.PENDING,
-            attempt_count=0,
-            max_attempts=job.max_attempts,
-        )
-        uow.session.add_all([run, task])
-        await uow.session.flush()
-        _dispatch(uow, job, run, task, None)
+    if await uow.session.get(JobRun, run_id) is not None:
         return
-    task_row = await _task(uow, extract_id)
-    if task_row is not None and task_row.status is TaskStatus.PENDING:
-        _dispatch(uow, job, run, task_row, None)
+    run = JobRun(
+        id=run_id,
+        job_definition_id=job.id,
+        status=RunStatus.PENDING,
+        trigger=event.trigger,
+        scheduled_for=event.scheduled_for,
+        created_at=uow.now,
+    )
+    task = Task(
+        id=task_id(run_id, TaskType.EXTRACT),
+        job_run_id=run_id,
+        task_type=TaskType.EXTRACT,
+        status=TaskStatus.PENDING,
+        attempt_count=0,
+        max_attempts=job.max_attempts,
+        created_at=uow.now,
+    )
+    uow.session.add_all([run, task])
+    await uow.session.flush()
+    await _dispatch(uow, job, run, task, None)
+    _notice(uow, run)
+    _notice(uow, run, task)
 
 
 async def on_task_started(event: TaskStarted, uow: UnitOfWork) -> None:
-    run = await _run_for_update(uow, event.run_id)
-    task = await _task(uow, event.task_id)
-    if run is None or task is None:
-        log.warning("TaskStarted for unknown run or task %s, dropped", event.task_id)
+    found = await _current(uow, event.run_id, event.task_id, event.attempt, "TaskStarted")
+    if found is None:
         return
-    if event.attempt <= task.attempt_count or not can_move_task(task.status, TaskStatus.RUNNING):
-        return
-    now = utcnow()
-    task.status = TaskStatus.RUNNING
-    task.attempt_count = event.attempt
+    run, task = found
+    # Already RUNNING: the message was redelivered to another worker, which now owns it.
     task.worker_id = event.worker_id
-    task.started_at = task.started_at or now
+    if task.status is TaskStatus.RUNNING:
+        return
+    task.status = TaskStatus.RUNNING
+    task.started_at = task.started_at or uow.now
     if run.status is RunStatus.PENDING:
         run.status = RunStatus.RUNNING
-        run.started_at = now
+        run.started_at = uow.now
+        _notice(uow, run)
+    _notice(uow, run, task)
 
 
 async def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
-    run = await _run_for_update(uow, event.run_id)
-    task = await _task(uow, event.task_id)
-    if run is None or task is None:
-        log.warning("TaskSucceeded for unknown run or task %s, dropped", event.task_id)
+    found = await _current(uow, event.run_id, event.task_id, event.attempt, "TaskSucceeded")
+    if found is None:
         return
+    run, task = found
     job = await uow.session.get(JobDefinition, run.job_definition_id)
     if job is None:
         log.warning("run %s lost its job definition, dropped", run.id)
         return
-    now = utcnow()
-    if can_move_task(task.status, TaskStatus.COMPLETED) and run.status not in (
-        RunStatus.COMPLETED,
-        RunStatus.FAILED,
-    ):
-        task.status = TaskStatus.COMPLETED
-        task.attempt_count = max(task.attempt_count, event.attempt)
-        task.started_at = task.started_at or now
-        task.completed_at = now
-        task.rows_processed = event.rows
-        task.output = event.staged.model_dump(mode="json") if event.staged else None
-        if run.status is RunStatus.PENDING:
-            run.status = RunStatus.RUNNING
-            run.started_at = now
-    elif task.status is not TaskStatus.COMPLETED:
-        return
+    task.status = TaskStatus.COMPLETED
+    task.started_at = task.started_at or uow.now
+    task.completed_at = uow.now
+    task.rows_processed = event.rows
+    task.output = {
+        "staged": event.staged.model_dump(mode="json") if event.staged else None,
+        "state_update": event.state_update,
+    }
+    if run.status is RunStatus.PENDING:
+        run.status = RunStatus.RUNNING
+        run.started_at = uow.now
+    _notice(uow, run, task)
     if task.task_type is TaskType.EXTRACT:
-        await _after_extract(uow, job, run, task)
-    else:
-        _finish_run(uow, run, RunStatus.COMPLETED, None)
-
-
-async def _after_extract(uow: UnitOfWork, job: JobDefinition, run: JobRun, extract: Task) -> None:
-    load_id = task_id(run.id, TaskType.LOAD)
-    load = await _task(uow, load_id)
-    if load is None:
         load = Task(
-            id=load_id,
+            id=task_id(run.id, TaskType.LOAD),
             job_run_id=run.id,
             task_type=TaskType.LOAD,
             status=TaskStatus.PENDING,
             attempt_count=0,
             max_attempts=job.max_attempts,
+            created_at=uow.now,
         )
         uow.session.add(load)
         await uow.session.flush()
-    if load.status is TaskStatus.PENDING:
-        staged = StagedData.model_validate(extract.output) if extract.output else None
-        _dispatch(uow, job, run, load, staged)
+        await _dispatch(uow, job, run, load, event.staged)
+        _notice(uow, run, load)
+        return
+    await _save_state_update(uow, run)
+    _finish_run(uow, run, RunStatus.COMPLETED, None)
+
+
+async def _save_state_update(uow: UnitOfWork, run: JobRun) -> None:
+    """Keep what the extract asked to remember, now that its data is loaded."""
+    extract = await uow.session.get(Task, task_id(run.id, TaskType.EXTRACT))
+    update = (extract.output or {}).get("state_update") if extract else None
+    for key, value in (update or {}).items():
+        row = await uow.session.get(JobState, (run.job_definition_id, key))
+        if row is None:
+            uow.session.add(JobState(job_definition_id=run.job_definition_id, key=key, value=value))
+        else:
+            row.value = value
 
 
 async def on_task_failed(event: TaskFailed, uow: UnitOfWork) -> None:
+    found = await _current(uow, event.run_id, event.task_id, event.attempt, "TaskFailed")
+    if found is None:
+        return
+    run, task = found
+    await fail_attempt(uow, run, task, event.error, event.retryable)
+
+
+async def fail_attempt(
+    uow: UnitOfWork, run: JobRun, task: Task, error: str, retryable: bool
+) -> None:
+    """The current attempt failed: retry after a back-off, or fail the task and the run."""
+    job = await uow.session.get(JobDefinition, run.job_definition_id)
+    task.error_message = error
+    if job is not None and retryable and task.attempt_count < task.max_attempts:
+        task.status = TaskStatus.RETRYING
+        staged = None
+        if task.task_type is TaskType.LOAD:
+            extract = await uow.session.get(Task, task_id(run.id, TaskType.EXTRACT))
+            raw = (extract.output or {}).get("staged") if extract else None
+            staged = StagedData.model_validate(raw) if raw else None
+        rung = retry_policy(job).rung(task.attempt_count)
+        await _dispatch(uow, job, run, task, staged, delay_rung=rung)
+        _notice(uow, run, task)
+        return
+    task.status = TaskStatus.FAILED
+    task.started_at = task.started_at or uow.now
+    task.completed_at = uow.now
+    task.next_attempt_at = None
+    _notice(uow, run, task)
+    attempts = f"{task.attempt_count} attempt{'s' if task.attempt_count != 1 else ''}"
+    _finish_run(
+        uow, run, RunStatus.FAILED, f"{task.task_type.value} failed after {attempts}: {error}"
+    )
+
+
+async def on_cancel_requested(event: RunCancelRequested, uow: UnitOfWork) -> None:
     run = await _run_for_update(uow, event.run_id)
-    task = await _task(uow, event.task_id)
-    if run is None or task is None:
-        log.warning("TaskFailed for unknown run or task %s, dropped", event.task_id)
+    if run is None:
+        log.warning("cancel of unknown run %s, dropped", event.run_id)
         return
-    if event.attempt < task.attempt_count:
+    if run.status in FINAL_RUN_STATUSES:
         return
-    if can_move_task(task.status, TaskStatus.FAILED):
-        now = utcnow()
-        task.status = TaskStatus.FAILED
-        task.attempt_count = max(task.attempt_count, event.attempt)
-        task.error_message = event.error
-        task.started_at = task.started_at or now
-        task.completed_at = now
-    elif task.status is not TaskStatus.FAILED:
-        return
-    _finish_run(uow, run, RunStatus.FAILED, f"{task.task_type.value} failed: {task.error_message}")
+    tasks = (await uow.session.execute(select(Task).where(Task.job_run_id == run.id))).scalars()
+    for task in tasks:
+        if task.status not in FINAL_TASK_STATUSES:
+            task.status = TaskStatus.CANCELLED
+            task.completed_at = uow.now
+            task.next_attempt_at = None
+            _notice(uow, run, task)
+    uow.emit(RunCancelled(run_id=run.id))
+    _finish_run(uow, run, RunStatus.CANCELLED, event.reason)

@@ -4,54 +4,59 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from common.events import Event, JobDue, TaskFailed, TaskStarted, TaskSucceeded
+from common.errors import PoisonMessage
+from common.events import (
+    Event,
+    JobDue,
+    RunCancelRequested,
+    TaskFailed,
+    TaskStarted,
+    TaskSucceeded,
+    WorkerHeartbeat,
+)
 from common.parsing import parse_event
-from scheduler.coordinator import handlers
+from scheduler.coordinator import handlers, workers
 from scheduler.coordinator.uow import UnitOfWork
 
-Handler = Callable[[Event, UnitOfWork, str | None], Awaitable[None]]
+E = TypeVar("E", bound=Event)
 
 
 @dataclass(frozen=True)
-class Route:
-    model: type[Event]
-    handler: Handler
+class Route(Generic[E]):
+    model: type[E]
+    handler: Callable[[E, UnitOfWork, str | None], Awaitable[None]]
+
+    async def handle(self, event: Event, uow: UnitOfWork, message_id: str | None) -> None:
+        assert isinstance(event, self.model)
+        await self.handler(event, uow, message_id)
 
 
-async def _job_due(event: Event, uow: UnitOfWork, message_id: str | None) -> None:
-    assert isinstance(event, JobDue)
-    await handlers.on_job_due(event, uow, message_id)
+def _ignore_id(
+    handler: Callable[[E, UnitOfWork], Awaitable[None]],
+) -> Callable[[E, UnitOfWork, str | None], Awaitable[None]]:
+    async def call(event: E, uow: UnitOfWork, _: str | None) -> None:
+        await handler(event, uow)
+
+    return call
 
 
-async def _started(event: Event, uow: UnitOfWork, _: str | None) -> None:
-    assert isinstance(event, TaskStarted)
-    await handlers.on_task_started(event, uow)
-
-
-async def _succeeded(event: Event, uow: UnitOfWork, _: str | None) -> None:
-    assert isinstance(event, TaskSucceeded)
-    await handlers.on_task_succeeded(event, uow)
-
-
-async def _failed(event: Event, uow: UnitOfWork, _: str | None) -> None:
-    assert isinstance(event, TaskFailed)
-    await handlers.on_task_failed(event, uow)
-
-
-ROUTES: dict[str, Route] = {
-    JobDue.routing_key: Route(JobDue, _job_due),
-    TaskStarted.routing_key: Route(TaskStarted, _started),
-    TaskSucceeded.routing_key: Route(TaskSucceeded, _succeeded),
-    TaskFailed.routing_key: Route(TaskFailed, _failed),
+ROUTES: dict[str, Route[Any]] = {
+    JobDue.routing_key: Route(JobDue, handlers.on_job_due),
+    TaskStarted.routing_key: Route(TaskStarted, _ignore_id(handlers.on_task_started)),
+    TaskSucceeded.routing_key: Route(TaskSucceeded, _ignore_id(handlers.on_task_succeeded)),
+    TaskFailed.routing_key: Route(TaskFailed, _ignore_id(handlers.on_task_failed)),
+    RunCancelRequested.routing_key: Route(
+        RunCancelRequested, _ignore_id(handlers.on_cancel_requested)
+    ),
+    WorkerHeartbeat.routing_key: Route(WorkerHeartbeat, _ignore_id(workers.on_heartbeat)),
 }
 
 
-def parse(routing_key: str, body: bytes) -> tuple[Event, Route]:
+def parse(routing_key: str, body: bytes) -> tuple[Event, Route[Any]]:
     """Raises `PoisonMessage` for an unknown key or a body that is not the event."""
     route = ROUTES.get(routing_key)
     if route is None:
-        from common.errors import PoisonMessage
-
         raise PoisonMessage(f"the coordinator handles no routing key {routing_key!r}")
     return parse_event(route.model, body), route

@@ -1,39 +1,59 @@
 """The coordinator process: consumes its queue in batches, one transaction per batch.
 
 Messages that arrive together are handled in one transaction (a savepoint each, so one bad
-message does not sink the others); the events they cause are published once it commits,
-and only then are the messages acked. If the database is unreachable the batch is retried
-in-process with back-off while its messages stay unacked: they count no extra delivery
-towards the queue's delivery limit.
+message does not sink the others). The events they cause are stored in the outbox in the
+same transaction, published once it commits, and only then are the messages acked. If the
+database is unreachable the batch is retried in-process with back-off while its messages
+stay unacked: they count no extra delivery towards the queue's delivery limit.
+
+Beside the batches it keeps the worker registry honest (lost workers), fails the tasks
+whose messages were dead-lettered, and relays outbox rows a crash left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.bus import Bus
+from common.bus import Bus, Outgoing
 from common.errors import PoisonMessage
 from common.events import Event
-from common.topology import coordinator_queue
+from common.topology import coordinator_queue, dead_watch_queue
+from scheduler.coordinator import outbox
+from scheduler.coordinator.dead_letters import on_dead_letter
 from scheduler.coordinator.router import Route, parse
 from scheduler.coordinator.uow import UnitOfWork
+from scheduler.coordinator.workers import mark_lost_workers
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 5.0
+DB_ERRORS = (OperationalError, DBAPIError, OSError)
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    batch_size: int = 100
+    heartbeat_seconds: float = 5.0
+    lost_after_heartbeats: int = 3
+    outbox_relay_seconds: float = 10.0
 
 
 @dataclass
 class _Item:
     message: AbstractIncomingMessage
     event: Event
-    route: Route
+    route: Route[Any]
 
 
 class Coordinator:
@@ -41,30 +61,59 @@ class Coordinator:
         self,
         bus: Bus,
         sessionmaker: async_sessionmaker[AsyncSession],
-        batch_size: int = 100,
+        config: CoordinatorConfig | None = None,
     ) -> None:
         self.bus = bus
         self.sessionmaker = sessionmaker
-        self.batch_size = batch_size
+        self.config = config or CoordinatorConfig()
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
     async def run(self) -> None:
         """Consume until cancelled; unacked messages return to the queue on close."""
-        queue = coordinator_queue(self.bus.topology.namespace)
-        await self.bus.consume(queue, self._inbox.put, prefetch=max(self.batch_size, 1))
+        ns = self.bus.topology.namespace
+        await self.bus.consume(
+            coordinator_queue(ns), self._inbox.put, prefetch=max(self.config.batch_size, 1)
+        )
+        await self.bus.consume(dead_watch_queue(ns), self._on_dead_letter, prefetch=20)
+        maintenance = asyncio.create_task(self._maintain())
+        try:
+            while True:
+                batch = [await self._inbox.get()]
+                while len(batch) < self.config.batch_size and not self._inbox.empty():
+                    batch.append(self._inbox.get_nowait())
+                try:
+                    await self._handle_batch(batch)
+                except Exception:
+                    # Typically the broker went away mid-batch. The state and its outbox are
+                    # committed, so handing the messages back is safe.
+                    log.exception("batch of %d failed; returning it to the queue", len(batch))
+                    await _requeue(batch)
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+
+    async def _transact(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """Run `work` in one transaction (retried while the database is unreachable), then
+        publish what it emitted and clear it from the outbox."""
+        delay = 0.1
         while True:
-            batch = [await self._inbox.get()]
-            while len(batch) < self.batch_size and not self._inbox.empty():
-                batch.append(self._inbox.get_nowait())
             try:
-                await self._handle_batch(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Typically the broker went away mid-batch. The state is committed and the
-                # handlers re-emit on redelivery, so handing the messages back is safe.
-                log.exception("batch of %d failed; returning it to the queue", len(batch))
-                await _requeue(batch)
+                async with self.sessionmaker() as session, session.begin():
+                    uow = UnitOfWork(session)
+                    result = await work(uow)
+                    ids = outbox.store(session, uow.outbox)
+                break
+            except DB_ERRORS as exc:
+                log.warning("state store unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        await self.bus.publish_many(uow.outbox)
+        try:
+            await outbox.clear(self.sessionmaker, ids)
+        except DB_ERRORS:
+            log.warning("outbox not cleared; the relay will send %d events again", len(ids))
+        return result
 
     async def _handle_batch(self, messages: list[AbstractIncomingMessage]) -> None:
         items: list[_Item] = []
@@ -78,16 +127,7 @@ class Coordinator:
             items.append(_Item(message, event, route))
         if not items:
             return
-        delay = 0.1
-        while True:
-            try:
-                outbox, rejected = await self._apply(items)
-                break
-            except (OperationalError, DBAPIError, OSError) as exc:
-                log.warning("state store unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
-        await self.bus.publish_many(outbox)
+        rejected = await self._transact(lambda uow: self._apply(items, uow))
         for item in items:
             reason = rejected.get(id(item))
             if reason is None:
@@ -95,30 +135,54 @@ class Coordinator:
             else:
                 await self.bus.dead_letter(item.message, reason)
 
-    async def _apply(
-        self, items: list[_Item]
-    ) -> tuple[list[tuple[Event, str | None]], dict[int, str]]:
-        outbox: list[tuple[Event, str | None]] = []
+    async def _apply(self, items: list[_Item], uow: UnitOfWork) -> dict[int, str]:
         rejected: dict[int, str] = {}
-        async with self.sessionmaker() as session, session.begin():
-            for item in items:
-                uow = UnitOfWork(session)
-                try:
-                    async with session.begin_nested():
-                        await item.route.handler(item.event, uow, item.message.message_id)
-                except PoisonMessage as exc:
-                    log.warning("dead-lettering %s: %s", type(item.event).__name__, exc)
-                    rejected[id(item)] = str(exc)
-                    continue
-                except (OperationalError, DBAPIError, OSError):
-                    raise
-                except Exception as exc:
-                    # A bug or data the handler cannot take: set aside, never requeue forever.
+        session = uow.session
+        for item in items:
+            mark = len(uow.outbox)
+            try:
+                async with session.begin_nested():
+                    await item.route.handle(item.event, uow, item.message.message_id)
+            except DB_ERRORS:
+                raise
+            except Exception as exc:
+                # Poison or a bug: set aside with its reason, never requeued forever.
+                if not isinstance(exc, PoisonMessage):
                     log.exception("handler failed on %s", type(item.event).__name__)
-                    rejected[id(item)] = f"handler error: {type(exc).__name__}: {exc}"
-                    continue
-                outbox.extend(uow.outbox)
-        return outbox, rejected
+                reason = str(exc) if isinstance(exc, PoisonMessage) else f"handler error: {exc!r}"
+                log.warning("dead-lettering %s: %s", type(item.event).__name__, reason)
+                rejected[id(item)] = reason
+                del uow.outbox[mark:]
+        return rejected
+
+    async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        async def work(uow: UnitOfWork) -> None:
+            await on_dead_letter(
+                message.body, message.routing_key or "", dict(message.headers or {}), uow
+            )
+
+        try:
+            await self._transact(work)
+            await message.ack()
+        except Exception:
+            log.exception("dead letter not processed; returning it")
+            await _requeue([message])
+
+    async def _maintain(self) -> None:
+        silence = timedelta(
+            seconds=self.config.heartbeat_seconds * self.config.lost_after_heartbeats
+        )
+        relay_age = timedelta(seconds=self.config.outbox_relay_seconds)
+        pause = min(self.config.heartbeat_seconds, self.config.outbox_relay_seconds) / 2
+        while True:
+            try:
+                await self._transact(lambda uow: mark_lost_workers(uow, silence))
+                await outbox.relay(self.bus, self.sessionmaker, relay_age)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("maintenance round failed")
+            await asyncio.sleep(pause)
 
 
 async def _requeue(messages: list[AbstractIncomingMessage]) -> None:
@@ -129,3 +193,6 @@ async def _requeue(messages: list[AbstractIncomingMessage]) -> None:
             await message.nack(requeue=True)
         except Exception:  # the channel is gone: the broker requeues them itself
             log.debug("could not nack %s", message.delivery_tag, exc_info=True)
+
+
+__all__ = ["Coordinator", "CoordinatorConfig", "Outgoing"]

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.events import Event
+from common.bus import Outgoing
+from common.events import Event, utcnow
 
 
 @dataclass
 class UnitOfWork:
     session: AsyncSession
-    outbox: list[tuple[Event, str | None]] = field(default_factory=list)
+    now: datetime = field(default_factory=utcnow)
+    outbox: list[Outgoing] = field(default_factory=list)
 
-    def emit(self, event: Event, routing_key: str | None = None) -> None:
-        self.outbox.append((event, routing_key))
+    def emit(
+        self, event: Event, routing_key: str | None = None, delay_rung: int | None = None
+    ) -> None:
+        self.outbox.append(Outgoing(event, routing_key, delay_rung))
