@@ -146,3 +146,11 @@ async def all_runs(settings: Settings) -> list[JobRun]:
             return list((await session.execute(select(JobRun))).scalars())
     finally:
         await engine.dispose()
+
+
+async def take(queue: aio_pika.abc.AbstractQueue, timeout: float = 10.0) -> AbstractIncomingMessage:
+    """Wait for the next message of a queue (unacked: the caller settles it)."""
+    async with asyncio.timeout(timeout), queue.iterator() as messages:
+        async for message in messages:
+            return message
+    raise AssertionError("queue iterator ended")
