@@ -3,6 +3,7 @@ workers, each against the real broker and a real state store."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from typing import Any
@@ -71,7 +72,7 @@ async def test_retryable_failure_retries_with_backoff_then_succeeds(
         finished = await t.run_finished(run_id)
     assert finished.status is RunStatus.COMPLETED, finished.error_message
     assert [s.attempt for s in started] == [1, 2, 3]
-    gaps = [(b.occurred_at - a.occurred_at).total_seconds() for a, b in zip(started, started[1:])]
+    gaps = [(b.occurred_at - a.occurred_at).total_seconds() for a, b in itertools.pairwise(started)]
     # Each retry waits in the 1-second rung of the delay ladder.
     assert all(0.9 <= gap < 4 for gap in gaps), gaps
     _, tasks = await read_run(settings, run_id)
@@ -176,22 +177,24 @@ async def test_malformed_task_message_is_dead_lettered_and_fails_its_task(
 ) -> None:
     settings = fast_settings
     job = await make_job(settings, "sleepy", {"seconds": 0})
-    async with tap(settings, "task.started", "run.finished") as t:
-        # Only the coordinator at first: the real dispatch waits in the queue.
-        async with engine_running(settings, ("coordinator",)):
-            run_id = await trigger(settings, job)
-            connection = await aio_pika.connect(settings.broker_url)
-            channel = await connection.channel()
-            queue = await channel.get_queue(task_queue(settings.namespace, "extract"), ensure=False)
-            real = await take(queue)
-            dispatched = TaskDispatched.model_validate_json(real.body)
-            await real.ack()
-            broken = {"task_id": str(dispatched.task_id), "run_id": str(run_id), "attempt": 1}
-            exchange = await channel.get_exchange(f"{settings.namespace}.events", ensure=False)
-            await exchange.publish(aio_pika.Message(json.dumps(broken).encode()), "task.extract")
-            async with engine_running(settings, ("worker",)):
-                finished = await t.run_finished(run_id)
-            await connection.close()
+    # Only the coordinator at first: the real dispatch waits in the queue.
+    async with (
+        tap(settings, "task.started", "run.finished") as t,
+        engine_running(settings, ("coordinator",)),
+    ):
+        run_id = await trigger(settings, job)
+        connection = await aio_pika.connect(settings.broker_url)
+        channel = await connection.channel()
+        queue = await channel.get_queue(task_queue(settings.namespace, "extract"), ensure=False)
+        real = await take(queue)
+        dispatched = TaskDispatched.model_validate_json(real.body)
+        await real.ack()
+        broken = {"task_id": str(dispatched.task_id), "run_id": str(run_id), "attempt": 1}
+        exchange = await channel.get_exchange(f"{settings.namespace}.events", ensure=False)
+        await exchange.publish(aio_pika.Message(json.dumps(broken).encode()), "task.extract")
+        async with engine_running(settings, ("worker",)):
+            finished = await t.run_finished(run_id)
+        await connection.close()
     assert finished.status is RunStatus.FAILED
     assert finished.error_message is not None
     assert "not a valid TaskDispatched" in finished.error_message
@@ -202,33 +205,35 @@ async def test_lost_worker_task_gets_a_new_attempt(fast_settings: Settings) -> N
     connection (hung): it is marked LOST and the task runs again elsewhere."""
     settings = fast_settings
     job = await make_job(settings, "sleepy", {"seconds": 0.1})
-    async with tap(settings, "task.started", "run.finished") as t:
-        async with engine_running(settings, ("coordinator",)):
-            run_id = await trigger(settings, job)
-            ghost = await aio_pika.connect(settings.broker_url)
-            channel = await ghost.channel()
-            queue = await channel.get_queue(task_queue(settings.namespace, "extract"), ensure=False)
-            held = await take(queue)
-            task = TaskDispatched.model_validate_json(held.body)
-            bus = await connect_bus(settings.broker_url, settings.namespace)
-            await bus.publish(
-                WorkerHeartbeat(
-                    worker_id="ghost",
-                    host="nowhere",
-                    queues=("extract",),
-                    concurrency=1,
-                    started_at=utcnow(),
-                )
+    async with (
+        tap(settings, "task.started", "run.finished") as t,
+        engine_running(settings, ("coordinator",)),
+    ):
+        run_id = await trigger(settings, job)
+        ghost = await aio_pika.connect(settings.broker_url)
+        channel = await ghost.channel()
+        queue = await channel.get_queue(task_queue(settings.namespace, "extract"), ensure=False)
+        held = await take(queue)
+        task = TaskDispatched.model_validate_json(held.body)
+        bus = await connect_bus(settings.broker_url, settings.namespace)
+        await bus.publish(
+            WorkerHeartbeat(
+                worker_id="ghost",
+                host="nowhere",
+                queues=("extract",),
+                concurrency=1,
+                started_at=utcnow(),
             )
-            await bus.publish(
-                TaskStarted(task_id=task.task_id, run_id=run_id, attempt=1, worker_id="ghost")
-            )
-            await t.next(TaskStarted, run_id=run_id)
-            async with engine_running(settings, ("worker",)):
-                second = await t.next(TaskStarted, run_id=run_id, timeout=10)
-                finished = await t.run_finished(run_id)
-            await bus.close()
-            await ghost.close()
+        )
+        await bus.publish(
+            TaskStarted(task_id=task.task_id, run_id=run_id, attempt=1, worker_id="ghost")
+        )
+        await t.next(TaskStarted, run_id=run_id)
+        async with engine_running(settings, ("worker",)):
+            second = await t.next(TaskStarted, run_id=run_id, timeout=10)
+            finished = await t.run_finished(run_id)
+        await bus.close()
+        await ghost.close()
     assert second.attempt == 2
     assert second.worker_id != "ghost"
     assert finished.status is RunStatus.COMPLETED
@@ -238,15 +243,17 @@ async def test_lost_worker_task_gets_a_new_attempt(fast_settings: Settings) -> N
 async def test_sigterm_lets_running_task_finish(fast_settings: Settings) -> None:
     settings = fast_settings
     job = await make_job(settings, "sleepy", {"seconds": 1.5})
-    async with tap(settings, "task.started", "run.finished") as t:
-        async with engine_running(settings, ("coordinator",)):
-            run_id = await trigger(settings, job)
-            worker = engine_running(settings, ("worker",))
-            await worker.__aenter__()
-            await t.next(TaskStarted, run_id=run_id)
-            await worker.__aexit__(None, None, None)  # graceful: waits for the task
-            async with engine_running(settings, ("worker",)):
-                finished = await t.run_finished(run_id)
+    async with (
+        tap(settings, "task.started", "run.finished") as t,
+        engine_running(settings, ("coordinator",)),
+    ):
+        run_id = await trigger(settings, job)
+        worker = engine_running(settings, ("worker",))
+        await worker.__aenter__()
+        await t.next(TaskStarted, run_id=run_id)
+        await worker.__aexit__(None, None, None)  # graceful: waits for the task
+        async with engine_running(settings, ("worker",)):
+            finished = await t.run_finished(run_id)
     assert finished.status is RunStatus.COMPLETED
     _, tasks = await read_run(settings, run_id)
     assert tasks[0].attempt_count == 1
@@ -256,16 +263,18 @@ async def test_sigterm_lets_running_task_finish(fast_settings: Settings) -> None
 async def test_shutdown_hands_back_unfinished_task(fast_settings: Settings) -> None:
     settings = fast_settings.model_copy(update={"worker_grace_seconds": 0.2})
     job = await make_job(settings, "sleepy", {"seconds": 2})
-    async with tap(settings, "task.started", "run.finished") as t:
-        async with engine_running(settings, ("coordinator",)):
-            run_id = await trigger(settings, job)
-            worker = engine_running(settings, ("worker",))
-            await worker.__aenter__()
-            first = await t.next(TaskStarted, run_id=run_id)
-            await worker.__aexit__(None, None, None)
-            async with engine_running(settings, ("worker",)):
-                again = await t.next(TaskStarted, run_id=run_id)
-                finished = await t.run_finished(run_id)
+    async with (
+        tap(settings, "task.started", "run.finished") as t,
+        engine_running(settings, ("coordinator",)),
+    ):
+        run_id = await trigger(settings, job)
+        worker = engine_running(settings, ("worker",))
+        await worker.__aenter__()
+        first = await t.next(TaskStarted, run_id=run_id)
+        await worker.__aexit__(None, None, None)
+        async with engine_running(settings, ("worker",)):
+            again = await t.next(TaskStarted, run_id=run_id)
+            finished = await t.run_finished(run_id)
     assert finished.status is RunStatus.COMPLETED
     # Handed back un-acked: the same attempt is redelivered, not a new one.
     assert first.attempt == again.attempt == 1
