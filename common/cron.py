@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 
 class InvalidSchedule(ValueError):
@@ -37,10 +37,13 @@ def validate_timezone(name: str) -> ZoneInfo:
         raise InvalidSchedule(f"unknown time zone: {name!r}") from exc
 
 
-# A wall-clock tick near a DST change may map to two instants or none; scanning a couple of
-# hours around the moment asked about catches both cases.
-_SCAN_MARGIN = timedelta(hours=3)
-_MAX_SCAN = 10_000
+# A wall-clock tick near a DST change may map to two instants or none, and around a
+# fall-back the wall-clock order of ticks is not their order in time (02:00 the second
+# time comes after 02:30 the first time). Offsets of a zone change by less than this
+# within any such window, so sampling them this far either side of a moment finds every
+# offset in play.
+_OFFSET_WINDOW = timedelta(hours=3)
+_MAX_SCAN = 20_000
 
 
 def _instants(wall: datetime, zone: ZoneInfo, repeat_in_fold: bool) -> list[datetime]:
@@ -61,10 +64,27 @@ def _instants(wall: datetime, zone: ZoneInfo, repeat_in_fold: bool) -> list[date
     return [first, second] if repeat_in_fold else [first]
 
 
+def _offsets(zone: ZoneInfo, moment: datetime) -> tuple[timedelta, timedelta]:
+    """The smallest and largest UTC offset of the zone around a moment."""
+    offsets = [
+        (moment + d).astimezone(zone).utcoffset() or timedelta(0)
+        for d in (-_OFFSET_WINDOW, timedelta(0), _OFFSET_WINDOW)
+    ]
+    return min(offsets), max(offsets)
+
+
+def _wall(moment: datetime, offset: timedelta) -> datetime:
+    return (moment + offset).replace(tzinfo=None)
+
+
 def _hour_repeats(expression: str) -> bool:
     fields = expression.split()
     hour = fields[2] if len(fields) == 6 else fields[1]
     return hour == "*" or hour.startswith("*/")
+
+
+def _iterator(expression: str, start: datetime) -> croniter:
+    return croniter(expression, start, second_at_beginning=True)
 
 
 def next_tick(expression: str, tz: str, after: datetime) -> datetime:
@@ -73,13 +93,25 @@ def next_tick(expression: str, tz: str, after: datetime) -> datetime:
     zone = validate_timezone(tz)
     repeat = _hour_repeats(expression)
     after = after.astimezone(UTC)
-    wall_start = after.astimezone(zone).replace(tzinfo=None) - _SCAN_MARGIN
-    it = croniter(expression, wall_start, second_at_beginning=True)
-    for _ in range(_MAX_SCAN):
-        wall: datetime = it.get_next(datetime)
-        for instant in _instants(wall, zone, repeat):
-            if instant > after:
-                return instant
+    # A tick instant i > after has the wall time i + offset(i) > after + smallest offset.
+    lowest, _ = _offsets(zone, after)
+    it = _iterator(expression, _wall(after, lowest) - timedelta(seconds=1))
+    best: datetime | None = None
+    stop: datetime | None = None
+    try:
+        for _ in range(_MAX_SCAN):
+            wall: datetime = it.get_next(datetime)
+            if best is not None and stop is not None and wall >= stop:
+                return best
+            for instant in _instants(wall, zone, repeat):
+                if instant > after and (best is None or instant < best):
+                    best = instant
+                    # A later wall time w can only beat it if w - offset(w) < best.
+                    stop = _wall(best, _offsets(zone, best)[1])
+    except CroniterBadDateError as exc:
+        raise InvalidSchedule(f"{expression!r} never fires after {after.isoformat()}") from exc
+    if best is not None:
+        return best
     raise InvalidSchedule(f"{expression!r} has no tick after {after.isoformat()}")
 
 
@@ -89,11 +121,21 @@ def latest_tick(expression: str, tz: str, at_or_before: datetime) -> datetime | 
     zone = validate_timezone(tz)
     repeat = _hour_repeats(expression)
     moment = at_or_before.astimezone(UTC)
-    wall_start = moment.astimezone(zone).replace(tzinfo=None) + _SCAN_MARGIN
-    it = croniter(expression, wall_start, second_at_beginning=True)
-    for _ in range(_MAX_SCAN):
-        wall: datetime = it.get_prev(datetime)
-        for instant in reversed(_instants(wall, zone, repeat)):
-            if instant <= moment:
-                return instant
-    return None
+    # A tick instant i <= moment has the wall time i + offset(i) <= moment + largest offset.
+    _, highest = _offsets(zone, moment)
+    it = _iterator(expression, _wall(moment, highest) + timedelta(seconds=1))
+    best: datetime | None = None
+    stop: datetime | None = None
+    try:
+        for _ in range(_MAX_SCAN):
+            wall: datetime = it.get_prev(datetime)
+            if best is not None and stop is not None and wall <= stop:
+                return best
+            for instant in _instants(wall, zone, repeat):
+                if instant <= moment and (best is None or instant > best):
+                    best = instant
+                    # An earlier wall time w can only beat it if w - offset(w) > best.
+                    stop = _wall(best, _offsets(zone, best)[0])
+    except CroniterBadDateError:
+        return best
+    return best
