@@ -69,6 +69,7 @@ class Bus:
         self._exchange: AbstractExchange | None = None
         self._dead_exchange: AbstractExchange | None = None
         self._delay_exchange: AbstractExchange | None = None
+        self._notice_exchange: AbstractExchange | None = None
         self._consumer_channels: list[AbstractChannel] = []
 
     async def connect(self) -> None:
@@ -77,6 +78,10 @@ class Bus:
             publisher_confirms=True, on_return_raises=True
         )
         await self._declare(self._channel)
+        # Notices (progress, state changes) are best effort: they go out on a channel
+        # without publisher confirms, so nobody waits on the broker for them.
+        notices = await self._connection.channel(publisher_confirms=False)
+        self._notice_exchange = await notices.get_exchange(self.topology.exchange, ensure=False)
 
     async def _declare(self, channel: AbstractChannel) -> None:
         t = self.topology
@@ -113,13 +118,16 @@ class Bus:
         headers: Mapping[str, Any] | None = None,
         delay_rung: int | None = None,
     ) -> None:
-        """Publish and await the broker's confirm.
+        """Publish and await the broker's confirm (notices, `mandatory=False`, are sent
+        without one).
 
         With `delay_rung` (one of `DELAY_LADDER_SECONDS`) the event waits that long in the
         rung's delay queue, then reaches its routing key's queues.
         """
         headers = dict(headers or {})
         exchange = self.exchange
+        if not event.mandatory and self._notice_exchange is not None:
+            exchange = self._notice_exchange
         if delay_rung is not None:
             if self._delay_exchange is None:
                 raise RuntimeError("Bus.connect() was not awaited")

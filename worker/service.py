@@ -214,8 +214,10 @@ class Worker:
         attempt = _Attempt(task, message)
         self._running[task.task_id] = attempt
         self._idle.clear()
-        try:
-            await self.bus.publish(
+        # The start is confirmed while the task already runs: only the outcome must wait
+        # for it (one channel keeps the order, so the coordinator sees the start first).
+        started = asyncio.ensure_future(
+            self.bus.publish(
                 TaskStarted(
                     task_id=task.task_id,
                     run_id=task.run_id,
@@ -223,12 +225,17 @@ class Worker:
                     worker_id=self.worker_id,
                 )
             )
+        )
+        try:
             outcome = await self._execute(attempt)
+            await started
             if attempt.stop_reason == "worker shutting down":
                 return
             await self.bus.publish(outcome)
             await attempt.settle()
         finally:
+            if not started.done():
+                started.cancel()
             self._running.pop(task.task_id, None)
             if not self._running:
                 self._idle.set()
@@ -236,7 +243,7 @@ class Worker:
     async def _execute(self, attempt: _Attempt) -> TaskSucceeded | TaskFailed:
         task = attempt.task
         loop = asyncio.get_running_loop()
-        last_report = [0.0]
+        last_report = [time.monotonic()]  # the first report after an interval, not at once
 
         def report_progress(rows: int) -> None:
             if attempt.stop.is_set():

@@ -21,8 +21,8 @@ def fast_settings(sqlite_settings: Settings) -> Settings:
     """Heartbeats and relays quick enough for a test to watch them act."""
     return sqlite_settings.model_copy(
         update={
-            "heartbeat_seconds": 0.3,
-            "lost_after_heartbeats": 3,
+            "heartbeat_seconds": 0.5,
+            "lost_after_heartbeats": 4,
             "outbox_relay_seconds": 1.0,
             "worker_grace_seconds": 5.0,
         }
