@@ -23,6 +23,7 @@ from aio_pika.abc import (
 )
 
 from common.events import Event
+from common.metrics import DEAD_LETTERED
 from common.topology import (
     DELAY_HEADER,
     REASON_HEADER,
@@ -31,6 +32,7 @@ from common.topology import (
     rung_name,
     topology,
 )
+from common.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Outgoing:
     event: Event
     routing_key: str | None = None
     delay_rung: int | None = None
+    headers: Mapping[str, str] | None = None
 
 
 class Bus:
@@ -106,6 +109,15 @@ class Bus:
                 await queue.bind(self._exchange, routing_key=key)
 
     @property
+    def connected(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    @property
     def exchange(self) -> AbstractExchange:
         if self._exchange is None:
             raise RuntimeError("Bus.connect() was not awaited")
@@ -124,7 +136,7 @@ class Bus:
         With `delay_rung` (one of `DELAY_LADDER_SECONDS`) the event waits that long in the
         rung's delay queue, then reaches its routing key's queues.
         """
-        headers = dict(headers or {})
+        headers = {**trace_headers(), **(headers or {})}
         exchange = self.exchange
         if not event.mandatory and self._notice_exchange is not None:
             exchange = self._notice_exchange
@@ -148,7 +160,10 @@ class Bus:
     async def publish_many(self, items: Iterable[Outgoing]) -> None:
         """Publish every event with its confirms in flight together."""
         await asyncio.gather(
-            *(self.publish(o.event, o.routing_key, delay_rung=o.delay_rung) for o in items)
+            *(
+                self.publish(o.event, o.routing_key, headers=o.headers, delay_rung=o.delay_rung)
+                for o in items
+            )
         )
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
@@ -168,6 +183,7 @@ class Bus:
         )
         await self._dead_exchange.publish(copy, routing_key=message.routing_key or "")
         await message.ack()
+        DEAD_LETTERED.labels(message.routing_key or "").inc()
 
     async def consume(self, queue_name: str, callback: MessageCallback, prefetch: int) -> Consumer:
         """Consume a declared queue on a channel of its own, with its own prefetch."""
@@ -181,6 +197,17 @@ class Bus:
         )
         tag = await queue.consume(callback)
         return Consumer(queue, tag)
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages ready in each work queue (a passive declare each)."""
+        if self._connection is None:
+            raise RuntimeError("Bus.connect() was not awaited")
+        depths: dict[str, int] = {}
+        async with self._connection.channel() as channel:
+            for spec in self.topology.queues:
+                queue = await channel.declare_queue(spec.name, passive=True)
+                depths[spec.name] = queue.declaration_result.message_count or 0
+        return depths
 
     async def declare_private_queue(self, bindings: Iterable[str]) -> AbstractQueue:
         """A server-named queue that lives as long as this connection (change notices)."""

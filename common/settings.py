@@ -115,6 +115,39 @@ class Settings(BaseSettings):
         "outage, a crash) are sent again after this long.",
     )
 
+    http_allowlist: str = Field(
+        default="",
+        description="Comma-separated hosts and CIDRs (`127.0.0.1,10.0.0.0/8,api.internal`) "
+        "the `http` extractor may reach although they are private, loopback or link-local.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key that encrypts secret config values on the bus (several "
+        "comma-separated: the first encrypts, all decrypt). Unset: `secret_key_file` is "
+        "used. Every component of a deployment needs the same key.",
+    )
+    secret_key_file: Path = Field(
+        default=Path(".orc/secret.key"),
+        description="Where the generated key is kept when `ORC_SECRET_KEY` is unset "
+        "(made on first use, mode 0600): fine for `orc up` on one machine.",
+    )
+    staging_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long the staged files of a run are kept before the cleanup removes them.",
+    )
+
+    metrics_port: int | None = Field(
+        default=None,
+        description="Port of the `/metrics`, `/healthz` and `/readyz` endpoint of a "
+        "component process (off when unset; the API also serves `/metrics` on its own port).",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address of that endpoint.")
+    log_format: str = Field(
+        default="text", pattern="^(text|json)$", description="`text` or `json` log lines."
+    )
+    log_level: str = Field(default="INFO", description="Lowest level logged.")
+
     @property
     def resolved_data_root(self) -> Path:
         return self.data_root.expanduser().resolve()

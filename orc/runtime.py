@@ -10,14 +10,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.app import serve
 from common.bus import Bus, connect_bus
-from common.db.engine import make_engine, make_sessionmaker
+from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.migrate import upgrade_async
+from common.logs import configure_logging
+from common.ops_server import OpsServer
 from common.settings import Settings
 from common.staging import StagingArea
+from common.tracing import configure_tracing
 from scheduler.coordinator.service import Coordinator, CoordinatorConfig
 from scheduler.cron_scheduler import Scheduler
 from worker.service import Worker, WorkerConfig
@@ -53,6 +57,15 @@ async def resources(settings: Settings) -> AsyncIterator[Resources]:
 Component = Callable[[Resources], Coroutine[Any, Any, None]]
 
 
+async def ready(res: Resources) -> bool:
+    """Readiness: the broker connection is up and the state store answers."""
+    if not res.bus.connected:
+        return False
+    async with res.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return True
+
+
 async def run_coordinator(res: Resources) -> None:
     s = res.settings
     config = CoordinatorConfig(
@@ -65,7 +78,8 @@ async def run_coordinator(res: Resources) -> None:
 
 
 async def run_scheduler(res: Resources) -> None:
-    await Scheduler(res.bus, res.sessionmaker, res.settings.scheduler_refresh_seconds).run()
+    reader = make_read_sessionmaker(res.engine)
+    await Scheduler(res.bus, reader, res.settings.scheduler_refresh_seconds).run()
 
 
 def worker_runner(queues: Sequence[str], concurrency: int) -> Component:
@@ -113,6 +127,8 @@ async def run_until_stopped(
     after_start: Callable[[Settings], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Run the components until SIGINT/SIGTERM, or until one of them fails."""
+    configure_logging(settings.log_format, settings.log_level)
+    configure_tracing("orc-" + "+".join(components))
     if migrate:
         await upgrade_async(settings.database_url)
     stop = asyncio.Event()
@@ -120,6 +136,10 @@ async def run_until_stopped(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with resources(settings) as res:
+        ops = None
+        if settings.metrics_port is not None:
+            ops = OpsServer(settings.metrics_host, settings.metrics_port, lambda: ready(res))
+            await ops.start()
         tasks: dict[asyncio.Task[Any], str] = {
             asyncio.create_task(run(res), name=name): name for name, run in components.items()
         }
@@ -145,6 +165,8 @@ async def run_until_stopped(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         stopper.cancel()
+        if ops is not None:
+            await ops.close()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
     if failed is not None:

@@ -25,7 +25,9 @@ from common.cron import InvalidSchedule, latest_tick, next_tick
 from common.db.models import JobDefinition, JobRun
 from common.events import JobDefinitionChanged, JobDue, utcnow
 from common.ids import scheduled_run_id
+from common.metrics import TICK_LAG
 from common.states import Trigger
+from common.tracing import starting
 
 log = logging.getLogger(__name__)
 
@@ -160,5 +162,7 @@ class Scheduler:
             trigger=Trigger.SCHEDULE,
             scheduled_for=tick,
         )
-        await self.bus.publish(event)
+        with starting("scheduler tick", job=job.id, run_id=event.run_id):
+            await self.bus.publish(event)
+        TICK_LAG.observe(max(0.0, (self.clock() - tick).total_seconds()))
         log.info("job %s due at %s (run %s)", job.id, tick.isoformat(), event.run_id)

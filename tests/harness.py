@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import select
 
 from common.bus import Bus, connect_bus
-from common.db.engine import make_engine, make_sessionmaker
+from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.models import JobDefinition, JobRun, Task
 from common.events import EVENTS_BY_ROUTING_KEY, Event, RunFinished
 from common.settings import Settings
@@ -131,7 +131,7 @@ async def insert_job(settings: Settings, **fields: Any) -> JobDefinition:
 async def read_run(settings: Settings, run_id: uuid.UUID) -> tuple[JobRun | None, list[Task]]:
     engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine)() as session:
+        async with make_read_sessionmaker(engine)() as session:
             run = await session.get(JobRun, run_id)
             tasks = (await session.execute(select(Task).where(Task.job_run_id == run_id))).scalars()
             return run, sorted(tasks, key=lambda t: t.task_type is TaskType.LOAD)
@@ -142,7 +142,7 @@ async def read_run(settings: Settings, run_id: uuid.UUID) -> tuple[JobRun | None
 async def all_runs(settings: Settings) -> list[JobRun]:
     engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine)() as session:
+        async with make_read_sessionmaker(engine)() as session:
             return list((await session.execute(select(JobRun))).scalars())
     finally:
         await engine.dispose()

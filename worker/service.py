@@ -34,6 +34,7 @@ from common.errors import OrcError, PermanentError, PoisonMessage
 from common.events import (
     RunCancelled,
     RunningAttempt,
+    StagedData,
     TaskDispatched,
     TaskFailed,
     TaskProgress,
@@ -42,10 +43,13 @@ from common.events import (
     WorkerHeartbeat,
     utcnow,
 )
+from common.logs import log_context
+from common.metrics import BYTES_STAGED, ROWS, TASK_ATTEMPTS, TASK_DURATION
 from common.parsing import parse_event
 from common.staging import StagingArea
 from common.states import WorkerStatus
 from common.topology import task_queue
+from common.tracing import consuming
 from worker.execution import run_task
 
 log = logging.getLogger(__name__)
@@ -211,6 +215,24 @@ class Worker:
         if task.run_id in self._cancelled_runs:
             await message.ack()
             return
+        with (
+            log_context(
+                job=task.job_definition_id,
+                run_id=task.run_id,
+                task_id=task.task_id,
+                attempt=task.attempt,
+            ),
+            consuming(
+                f"worker {task.task_type.value} {task.plugin}",
+                message.headers,
+                run_id=task.run_id,
+                task_id=task.task_id,
+                attempt=task.attempt,
+            ),
+        ):
+            await self._attempt(task, message)
+
+    async def _attempt(self, task: TaskDispatched, message: AbstractIncomingMessage) -> None:
         attempt = _Attempt(task, message)
         self._running[task.task_id] = attempt
         self._idle.clear()
@@ -264,6 +286,7 @@ class Worker:
         work = asyncio.ensure_future(
             asyncio.to_thread(run_task, task, self.staging, self.data_root, report_progress)
         )
+        began = time.perf_counter()
         try:
             rows, staged = await asyncio.wait_for(asyncio.shield(work), task.timeout_seconds)
         except TimeoutError:
@@ -279,6 +302,13 @@ class Worker:
             return self._failed(task, exc, retryable=True)
         finally:
             early_ack.cancel()
+            TASK_DURATION.labels(task.task_type.value, task.plugin).observe(
+                time.perf_counter() - began
+            )
+        TASK_ATTEMPTS.labels(task.task_type.value, task.plugin, "succeeded").inc()
+        ROWS.labels(task.task_type.value, task.plugin).inc(rows)
+        if staged is not None:
+            BYTES_STAGED.labels(task.plugin).inc(staged_bytes(staged))
         return TaskSucceeded(
             task_id=task.task_id, run_id=task.run_id, attempt=task.attempt, rows=rows, staged=staged
         )
@@ -292,6 +322,14 @@ class Worker:
 
     def _failed(self, task: TaskDispatched, exc: BaseException, retryable: bool) -> TaskFailed:
         log.warning("task %s attempt %d failed: %s", task.task_id, task.attempt, exc)
+        outcome = (
+            "timed_out"
+            if isinstance(exc, TimeoutError)
+            else "interrupted"
+            if isinstance(exc, AttemptInterrupted)
+            else "failed"
+        )
+        TASK_ATTEMPTS.labels(task.task_type.value, task.plugin, outcome).inc()
         return TaskFailed(
             task_id=task.task_id,
             run_id=task.run_id,
@@ -305,6 +343,16 @@ class Worker:
             await self.bus.publish(event)
         except Exception:
             log.debug("progress notice lost", exc_info=True)
+
+
+def staged_bytes(staged: StagedData) -> int:
+    """Size of the staged files, for the bytes-moved metric (0 where it cannot be read)."""
+    total = 0
+    for uri in staged.files:
+        with contextlib.suppress(Exception):
+            path = uri.removeprefix("file://")
+            total += os.path.getsize(path) if "://" not in path else 0
+    return total
 
 
 async def _hand_back(message: AbstractIncomingMessage) -> None:

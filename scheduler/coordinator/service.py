@@ -26,8 +26,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.bus import Bus, Outgoing
 from common.errors import PoisonMessage
-from common.events import Event
+from common.events import Event, RunFinished, StateChanged, TaskDispatched, WorkerHeartbeat
+from common.logs import log_context
+from common.metrics import (
+    HEARTBEATS,
+    QUEUE_MESSAGES,
+    RETRIES_SCHEDULED,
+    RUNS_FINISHED,
+    RUNS_STARTED,
+    WORKERS_LOST,
+)
+from common.states import RunStatus
 from common.topology import coordinator_queue, dead_watch_queue
+from common.tracing import consuming
 from scheduler.coordinator import outbox
 from scheduler.coordinator.dead_letters import on_dead_letter
 from scheduler.coordinator.router import Route, parse
@@ -109,6 +120,7 @@ class Coordinator:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
         await self.bus.publish_many(uow.outbox)
+        count_outcomes(uow.outbox)
         try:
             await outbox.clear(self.sessionmaker, ids)
         except DB_ERRORS:
@@ -131,6 +143,8 @@ class Coordinator:
         for item in items:
             reason = rejected.get(id(item))
             if reason is None:
+                if isinstance(item.event, WorkerHeartbeat):
+                    HEARTBEATS.inc()
                 await item.message.ack()
             else:
                 await self.bus.dead_letter(item.message, reason)
@@ -141,8 +155,16 @@ class Coordinator:
         for item in items:
             mark = len(uow.outbox)
             try:
-                async with session.begin_nested():
-                    await item.route.handle(item.event, uow, item.message.message_id)
+                with (
+                    log_context(**_fields(item.event)),
+                    consuming(
+                        f"coordinator {type(item.event).__name__}",
+                        item.message.headers,
+                        **_fields(item.event),
+                    ),
+                ):
+                    async with session.begin_nested():
+                        await item.route.handle(item.event, uow, item.message.message_id)
             except DB_ERRORS:
                 raise
             except Exception as exc:
@@ -176,13 +198,37 @@ class Coordinator:
         pause = min(self.config.heartbeat_seconds, self.config.outbox_relay_seconds) / 2
         while True:
             try:
-                await self._transact(lambda uow: mark_lost_workers(uow, silence))
+                lost = await self._transact(lambda uow: mark_lost_workers(uow, silence))
+                WORKERS_LOST.inc(len(lost))
                 await outbox.relay(self.bus, self.sessionmaker, relay_age)
+                for queue, depth in (await self.bus.queue_depths()).items():
+                    QUEUE_MESSAGES.labels(queue).set(depth)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("maintenance round failed")
             await asyncio.sleep(pause)
+
+
+def _fields(event: Event) -> dict[str, Any]:
+    return {
+        "job": getattr(event, "job_definition_id", None),
+        "run_id": getattr(event, "run_id", None),
+        "task_id": getattr(event, "task_id", None),
+        "attempt": getattr(event, "attempt", None),
+    }
+
+
+def count_outcomes(sent: list[Outgoing]) -> None:
+    """Metrics of committed transitions, read off the events they caused."""
+    for o in sent:
+        e = o.event
+        if isinstance(e, StateChanged) and e.task_id is None and e.run_status is RunStatus.PENDING:
+            RUNS_STARTED.labels(str(e.job_definition_id)).inc()
+        elif isinstance(e, RunFinished):
+            RUNS_FINISHED.labels(str(e.job_definition_id), e.status.value).inc()
+        elif isinstance(e, TaskDispatched) and o.delay_rung is not None:
+            RETRIES_SCHEDULED.labels(e.task_type.value, str(o.delay_rung)).inc()
 
 
 async def _requeue(messages: list[AbstractIncomingMessage]) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import Outgoing
 from common.events import Event, utcnow
+from common.tracing import trace_headers
 
 
 @dataclass
@@ -20,4 +21,4 @@ class UnitOfWork:
     def emit(
         self, event: Event, routing_key: str | None = None, delay_rung: int | None = None
     ) -> None:
-        self.outbox.append(Outgoing(event, routing_key, delay_rung))
+        self.outbox.append(Outgoing(event, routing_key, delay_rung, trace_headers()))

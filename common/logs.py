@@ -1,0 +1,73 @@
+"""Logging for every component: readable text by default, JSON with `ORC_LOG_FORMAT=json`.
+
+Lines about a run or task carry `job`, `run_id`, `task_id` and `attempt`, taken from a
+context the coordinator and workers set while they handle an event (`log_context`).
+Configs, and so secrets, are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+_CONTEXT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "orc_log", default=None
+)
+FIELDS = ("job", "run_id", "task_id", "attempt")
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Attach run/task fields to every log line written inside the block."""
+    merged = {**(_CONTEXT.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}}
+    token = _CONTEXT.set(merged)
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _CONTEXT.get() or {}
+        for name in FIELDS:
+            setattr(record, name, context.get(name, ""))
+        record.orc_context = " ".join(f"{k}={v}" for k, v in context.items())
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in FIELDS:
+            value = getattr(record, name, "")
+            if value:
+                line[name] = value
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_ContextFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s %(orc_context)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aio_pika", "aiormq", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

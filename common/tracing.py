@@ -1,0 +1,64 @@
+"""OpenTelemetry tracing: one trace per run, carried across processes in message headers.
+
+The trigger (API request, scheduler tick, or the first handler of an outside event) starts
+the trace; every publish injects the current context (W3C `traceparent`) into the message
+headers, and every consumer continues from them. Exporting is off unless the standard
+`OTEL_EXPORTER_OTLP_ENDPOINT` is set; propagation works either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind
+
+TRACER = "orc"
+
+
+def configure_tracing(service_name: str) -> None:
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER)
+
+
+def trace_headers() -> dict[str, str]:
+    """The current trace context as message headers (empty outside a span)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+@contextlib.contextmanager
+def consuming(name: str, headers: Mapping[str, Any] | None, **attributes: Any) -> Iterator[Span]:
+    """A consumer span continuing the trace named in a message's headers."""
+    carrier = {k: v.decode() if isinstance(v, bytes) else v for k, v in (headers or {}).items()}
+    carrier = {k: v for k, v in carrier.items() if isinstance(v, str)}
+    parent = propagate.extract(carrier)
+    attrs = {k: str(v) for k, v in attributes.items() if v is not None}
+    with tracer().start_as_current_span(
+        name, context=parent, kind=SpanKind.CONSUMER, attributes=attrs
+    ) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def starting(name: str, **attributes: Any) -> Iterator[Span]:
+    """A span that begins a trace (a trigger) or continues the current one."""
+    attrs = {k: str(v) for k, v in attributes.items() if v is not None}
+    with tracer().start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attrs) as span:
+        yield span
