@@ -1,16 +1,23 @@
 """The staging area: where an extract leaves its rows as Parquet for the load to read.
 
 Layout: `<base>/<run_id>/<task_id>/part-00000.parquet`, `part-00001.parquet`, ... The base is
-`ORC_STAGING_URL`, a local folder or any URI `pyarrow.fs` opens (`s3://bucket/prefix`), so
-extract and load may run on different machines. Batches stream through: memory is bounded
-by one batch and one Parquet row group, never by the data.
+`ORC_STAGING_URL`, a local folder or any URI `pyarrow.fs` opens, so extract and load may run
+on different machines: `s3://bucket/prefix?region=eu-west-1`, or for an S3-compatible store
+`s3://bucket/prefix?endpoint_override=host:9000&scheme=http` (credentials from the usual
+`AWS_*` variables). Batches stream through: memory is bounded by one batch and one Parquet
+row group, never by the data.
+
+A source whose batches change schema midway (a new column in the third CSV of a glob, an
+HTTP page where a field first appears) starts a new part file; reading unifies the parts'
+schemas (a missing column reads as nulls, int64 widens to double, null to any type).
 """
 
 from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -44,9 +51,11 @@ class StagingArea:
         if "://" in url:
             self._fs, self._base = pafs.FileSystem.from_uri(url)
             parts = urlsplit(url)
-            # Options in the query (`?region=`) configure the filesystem, not a file's name.
+            # Options in the query (`?region=`) configure the filesystem, not a file's name;
+            # credentials in the URI stay out of the URIs that events carry.
+            netloc = parts.netloc.rpartition("@")[2]
             self._base_uri = urlunsplit(
-                parts._replace(path=parts.path.rstrip("/"), query="", fragment="")
+                parts._replace(netloc=netloc, path=parts.path.rstrip("/"), query="", fragment="")
             )
         else:
             local = Path(url).expanduser().resolve()
@@ -80,16 +89,17 @@ class StagingArea:
             return StagedData(uri=self._uri(relative), files=(), rows=0)
 
         files: list[str] = []
+        schemas = [schema]
         rows = 0
         writer: Any = None
         rows_in_part = 0
         try:
             for batch in stream:
-                if not batch.schema.equals(schema):
-                    raise PermanentError(
-                        f"batch schema changed mid-stream: {batch.schema} after {schema}"
-                    )
-                if writer is None or rows_in_part >= self._rows_per_file:
+                changed = not batch.schema.equals(schema)
+                if changed:
+                    schema = batch.schema
+                    schemas.append(schema)
+                if writer is None or changed or rows_in_part >= self._rows_per_file:
                     if writer is not None:
                         writer.close()
                     writer = self._open_part(folder, len(files), schema)
@@ -104,21 +114,23 @@ class StagingArea:
         finally:
             if writer is not None:
                 writer.close()
+        unified = _unify(schemas, self._uri(relative))
         return StagedData(
             uri=self._uri(relative),
             files=tuple(files),
             rows=rows,
-            columns={field.name: str(field.type) for field in schema},
+            columns={field.name: str(field.type) for field in unified},
         )
 
     def read(self, staged: StagedData) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """The staged schema and a stream of its batches, file after file."""
+        """The staged schema and a stream of its batches, file after file, each batch in
+        that schema (the parts' schemas unified when they differ)."""
         paths = [self._path(file) for file in staged.files]
         if not paths:
             return pa.schema([]), iter(())
-        with self._fs.open_input_file(paths[0]) as f:
-            schema = pq.ParquetFile(f).schema_arrow
-        return schema, self._iter_batches(paths)
+        schemas = [self._file_schema(path) for path in paths]
+        schema = _unify(schemas, staged.uri)
+        return schema, self._iter_batches(paths, schema)
 
     def remove(self, run_id: uuid.UUID) -> None:
         """Delete everything staged for a run; nothing to delete is fine."""
@@ -126,14 +138,61 @@ class StagingArea:
         if self._fs.get_file_info(folder).type != pafs.FileType.NotFound:
             self._fs.delete_dir(folder)
 
+    def remove_older_than(
+        self,
+        age: timedelta,
+        keep: Container[uuid.UUID] = (),
+        now: datetime | None = None,
+    ) -> list[uuid.UUID]:
+        """Delete the staged files of every run whose newest file is older than `age`,
+        except the runs in `keep` (those still running); return the runs removed.
+
+        Only run folders (named by a UUID) are considered: anything else under the base is
+        not ours to delete. Meant to be called periodically (`ORC_STAGING_RETENTION_HOURS`).
+        """
+        cutoff = (now or datetime.now(UTC)) - age
+        removed: list[uuid.UUID] = []
+        for entry in self._fs.get_file_info(pafs.FileSelector(self._base, allow_not_found=True)):
+            run_id = _as_uuid(entry.base_name)
+            if run_id is None or run_id in keep or entry.type != pafs.FileType.Directory:
+                continue
+            newest = self._newest_mtime(entry.path)
+            if newest is None or newest < cutoff:
+                self._fs.delete_dir(entry.path)
+                removed.append(run_id)
+        return removed
+
+    def _newest_mtime(self, folder: str) -> datetime | None:
+        """The newest file's modification time (object stores keep none for folders)."""
+        times = [
+            info.mtime
+            for info in self._fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+            if info.type == pafs.FileType.File and info.mtime is not None
+        ]
+        if not times:
+            return None
+        newest: datetime = max(times)
+        return newest if newest.tzinfo else newest.replace(tzinfo=UTC)
+
+    def _file_schema(self, path: str) -> pa.Schema:
+        try:
+            with self._fs.open_input_file(path) as f:
+                schema: pa.Schema = pq.ParquetFile(f).schema_arrow
+                return schema
+        except FileNotFoundError as exc:
+            raise PermanentError(f"staged file {path} is gone (cleaned up?)") from exc
+        except pa.ArrowInvalid as exc:
+            raise PermanentError(f"staged file {path} is not readable Parquet: {exc}") from exc
+
     def _open_part(self, folder: str, index: int, schema: pa.Schema) -> Any:
         # Given a path and the filesystem, the writer owns (and closes) the stream it opens.
         return pq.ParquetWriter(f"{folder}/{_part_name(index)}", schema, filesystem=self._fs)
 
-    def _iter_batches(self, paths: list[str]) -> Iterator[pa.RecordBatch]:
+    def _iter_batches(self, paths: list[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         for path in paths:
             with self._fs.open_input_file(path) as f:
-                yield from pq.ParquetFile(f).iter_batches()
+                for batch in pq.ParquetFile(f).iter_batches():
+                    yield batch if batch.schema.equals(schema) else _conform(batch, schema)
 
     def _uri(self, relative: str) -> str:
         return f"{self._base_uri}/{relative}"
@@ -151,3 +210,32 @@ class StagingArea:
 
 def _part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
+
+
+def _as_uuid(name: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(name)
+    except ValueError:
+        return None
+
+
+def _unify(schemas: list[pa.Schema], where: str) -> pa.Schema:
+    if all(schema.equals(schemas[0]) for schema in schemas[1:]):
+        return schemas[0]
+    try:
+        unified: pa.Schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise PermanentError(f"the batches staged at {where} disagree on a column: {exc}") from exc
+    return unified
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` in `schema`'s column order and types; columns it lacks are nulls."""
+    columns = []
+    for field in schema:
+        index = batch.schema.get_field_index(field.name)
+        if index < 0:
+            columns.append(pa.nulls(batch.num_rows, field.type))
+        else:
+            columns.append(batch.column(index).cast(field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -22,8 +22,11 @@ from common.ops_server import OpsServer
 from common.settings import Settings
 from common.staging import StagingArea
 from common.tracing import configure_tracing
+from plugins.secrets import secret_key
+from scheduler.coordinator.sealing import config_sealer
 from scheduler.coordinator.service import Coordinator, CoordinatorConfig
 from scheduler.cron_scheduler import Scheduler
+from worker.execution import ExecutionOptions
 from worker.service import Worker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,9 @@ async def run_coordinator(res: Resources) -> None:
         heartbeat_seconds=s.heartbeat_seconds,
         lost_after_heartbeats=s.lost_after_heartbeats,
         outbox_relay_seconds=s.outbox_relay_seconds,
+        seal=config_sealer(secret_key(s)),
+        staging=StagingArea(s.staging_url),
+        staging_retention_seconds=s.staging_retention_hours * 3600,
     )
     await Coordinator(res.bus, res.sessionmaker, config).run()
 
@@ -95,6 +101,7 @@ def worker_runner(queues: Sequence[str], concurrency: int) -> Component:
                 heartbeat_seconds=s.heartbeat_seconds,
                 grace_seconds=s.worker_grace_seconds,
                 long_task_ack_seconds=s.long_task_ack_seconds,
+                execution=ExecutionOptions.from_settings(s),
             ),
         )
         await worker.start()

@@ -5,22 +5,26 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import duckdb
 import pyarrow as pa
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.errors import PermanentError, TransientError
 from plugins.base import Loader, PluginConfig
+from plugins.loading import (
+    RUN_ID_COLUMN,
+    TABLE_NAME,
+    CountedSource,
+    SchemaPolicy,
+    check_key_columns,
+    check_new_columns,
+    reject_engine_columns,
+)
 from plugins.paths import DataPath, ensure_inside
-
-RUN_ID_COLUMN = "_orc_run_id"
-"""The engine's column: which run wrote a row, so a redelivered load can undo its first try."""
-
-_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 
 _file_locks: dict[Path, threading.Lock] = {}
 _file_locks_guard = threading.Lock()
@@ -34,14 +38,32 @@ class DuckDBConfig(PluginConfig):
         "if missing."
     )
     table: str = Field(
-        pattern=rf"^{_IDENTIFIER}(\.{_IDENTIFIER})?$",
+        pattern=TABLE_NAME,
         max_length=255,
         description="`table` or `schema.table`: letters, digits and underscores.",
     )
-    mode: Literal["append", "replace"] = Field(
+    mode: Literal["append", "replace", "merge"] = Field(
         default="append",
         description="`append` adds this run's rows (replacing an earlier try of the same "
-        "run); `replace` makes the table hold this run's rows only.",
+        "run); `replace` makes the table hold this run's rows only; `merge` upserts on "
+        "`key_columns`: a row whose key is already in the table replaces it.",
+    )
+    key_columns: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The columns that identify a row, for `merge` (the last row of a run "
+        "wins when a key repeats; a null key is an error).",
+    )
+    schema_policy: SchemaPolicy = Field(
+        default="evolve",
+        description="What a column new in the source does to an existing table: `evolve` "
+        "adds it; `strict` fails the task naming it. (`replace` recreates the table.)",
+    )
+    memory_limit: str = Field(
+        default="128MB",
+        pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$",
+        description="DuckDB's buffer memory for the load (it spills to disk beyond): keeps "
+        "a worker's memory bounded however large the data. More speeds up big merges.",
     )
 
     @field_validator("database")
@@ -51,14 +73,22 @@ class DuckDBConfig(PluginConfig):
             raise ValueError("the database file name must end in .duckdb or .db")
         return value
 
+    @model_validator(mode="after")
+    def _merge_needs_keys(self) -> Self:
+        if self.mode == "merge" and not self.key_columns:
+            raise ValueError("mode merge needs key_columns")
+        return self
+
 
 class DuckDBLoader(Loader[DuckDBConfig]):
     """Write every batch in one DuckDB transaction, keyed by run.
 
     `append` deletes the rows an earlier attempt of the same run wrote, then inserts;
-    `replace` recreates the table, then inserts; so a redelivered load leaves the table as
-    if it ran once. The table is created from the Arrow schema when missing, plus the
-    engine column `_orc_run_id`; columns new in the batches are added to an existing table.
+    `replace` recreates the table, then inserts; `merge` does as `append`, then keeps one
+    row per key: this run's last; so a redelivered load leaves the table as if it ran once.
+    The table is created from the Arrow schema when missing, plus the engine column
+    `_orc_run_id`; columns new in the batches are added to an existing table (`evolve`) or
+    fail the task (`strict`).
     DuckDB lets one process at a time write a file: a lock held elsewhere is a
     `TransientError`, and loads into one file within this process take turns.
     """
@@ -67,19 +97,23 @@ class DuckDBLoader(Loader[DuckDBConfig]):
 
     def load(self, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
         path = ensure_inside(self.config.database, self.context.data_root)
-        if any(name.lower().startswith("_orc_") for name in schema.names):
-            raise PermanentError(f"columns named _orc_* are reserved for the engine: {schema}")
+        reject_engine_columns(schema)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PermanentError(f"cannot create the folder of {path}: {exc}") from exc
-        source = _Source(batches)
+        keys = (self.config.key_columns or []) if self.config.mode == "merge" else []
+        check_key_columns(schema, keys)
+        source = CountedSource(batches, keys, self.context.report_progress)
         with _file_lock(path):
             try:
                 con = duckdb.connect(str(path))
             except duckdb.Error as exc:
                 raise _translate(exc, path) from exc
             try:
+                # Without a limit DuckDB keeps what it wrote cached: memory would grow with
+                # the data. The value is checked by the config's pattern.
+                con.execute(f"SET memory_limit = '{self.config.memory_limit}'")
                 self._load(con, schema, source)
             except duckdb.Error as exc:
                 # A failure inside our own batch iterator surfaces as a DuckDB error: the
@@ -91,7 +125,9 @@ class DuckDBLoader(Loader[DuckDBConfig]):
                 con.close()
         return source.rows
 
-    def _load(self, con: duckdb.DuckDBPyConnection, schema: pa.Schema, source: _Source) -> None:
+    def _load(
+        self, con: duckdb.DuckDBPyConnection, schema: pa.Schema, source: CountedSource
+    ) -> None:
         schema_name, _, table_name = self.config.table.rpartition(".")
         schema_name = schema_name or "main"
         table = f"{_quote(schema_name)}.{_quote(table_name)}"
@@ -104,9 +140,12 @@ class DuckDBLoader(Loader[DuckDBConfig]):
             if self.config.mode == "replace":
                 con.execute(f"CREATE OR REPLACE TABLE {table} ({ddl})")
             elif existing := _existing_columns(con, schema_name, table_name):
-                for name, type_ in all_columns:
-                    if name.lower() not in existing:
-                        con.execute(f"ALTER TABLE {table} ADD COLUMN {_quote(name)} {type_}")
+                new = [(name, type_) for name, type_ in all_columns if name.lower() not in existing]
+                check_new_columns(
+                    self.config.schema_policy, f"table {self.config.table}", [n for n, _ in new]
+                )
+                for name, type_ in new:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {_quote(name)} {type_}")
                 # What an earlier attempt of this run wrote goes, so the load counts once.
                 con.execute(
                     f"DELETE FROM {table} WHERE {RUN_ID_COLUMN} = ?", [str(self.context.run_id)]
@@ -115,6 +154,8 @@ class DuckDBLoader(Loader[DuckDBConfig]):
                 con.execute(f"CREATE TABLE {table} ({ddl})")
             if columns:
                 self._insert(con, table, schema, source)
+            if self.config.mode == "merge" and self.config.key_columns:
+                self._keep_last_per_key(con, table, self.config.key_columns)
             con.commit()
         except BaseException:
             # Keep the error that made us roll back, not one from the rollback itself.
@@ -123,7 +164,7 @@ class DuckDBLoader(Loader[DuckDBConfig]):
             raise
 
     def _insert(
-        self, con: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema, source: _Source
+        self, con: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema, source: CountedSource
     ) -> None:
         view = f"_orc_source_{uuid.uuid4().hex}"
         # A RecordBatchReader is scanned as a stream: one batch in memory at a time.
@@ -137,23 +178,25 @@ class DuckDBLoader(Loader[DuckDBConfig]):
         finally:
             con.unregister(view)
 
-
-class _Source:
-    """The batches, counted; an exception they raise is kept to re-raise as itself."""
-
-    def __init__(self, batches: Iterable[pa.RecordBatch]) -> None:
-        self._batches = batches
-        self.rows = 0
-        self.error: Exception | None = None
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        try:
-            for batch in self._batches:
-                self.rows += batch.num_rows
-                yield batch
-        except Exception as exc:
-            self.error = exc
-            raise
+    def _keep_last_per_key(
+        self, con: duckdb.DuckDBPyConnection, table: str, keys: list[str]
+    ) -> None:
+        """After this run's rows are in: older rows with the same key go, and of this run's
+        rows sharing a key only the last inserted stays."""
+        run = str(self.context.run_id)
+        key_list = ", ".join(_quote(key) for key in keys)
+        con.execute(
+            f"DELETE FROM {table} WHERE {RUN_ID_COLUMN} = ? AND rowid NOT IN "
+            f"(SELECT max(rowid) FROM {table} WHERE {RUN_ID_COLUMN} = ? GROUP BY {key_list})",
+            [run, run],
+        )
+        match = " AND ".join(f"{table}.{_quote(key)} = _orc_new.{_quote(key)}" for key in keys)
+        con.execute(
+            f"DELETE FROM {table} USING (SELECT DISTINCT {key_list} FROM {table} "
+            f"WHERE {RUN_ID_COLUMN} = ?) AS _orc_new "
+            f"WHERE {match} AND {table}.{RUN_ID_COLUMN} IS DISTINCT FROM ?",
+            [run, run],
+        )
 
 
 def _file_lock(path: Path) -> threading.Lock:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ValidationInfo
 
-from common.errors import PathOutsideDataRoot
+from common.errors import PathOutsideDataRoot, PermanentError
 
 
 def _resolve_inside(path: str | os.PathLike[str], data_root: str | os.PathLike[str]) -> Path:
@@ -49,3 +49,33 @@ def ensure_inside(path: str | os.PathLike[str], data_root: str | os.PathLike[str
         return _resolve_inside(path, data_root)
     except ValueError as exc:
         raise PathOutsideDataRoot(str(exc)) from exc
+
+
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def is_glob(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a pattern (`*`, `?` or `[...]` in it) rather than one name."""
+    return any(char in GLOB_CHARACTERS for char in os.fspath(path))
+
+
+def expand_files(path: str | os.PathLike[str], data_root: str | os.PathLike[str]) -> list[Path]:
+    """The files `path` names inside the data root: itself, or a glob's matches in sorted
+    order (`**` for any depth). Every match is checked like `ensure_inside`, so a symlink
+    in the tree cannot lead out. No match is a `PermanentError`."""
+    root = Path(data_root).expanduser().resolve()
+    if not is_glob(path):
+        return [ensure_inside(path, root)]
+    pattern = Path(path)
+    if pattern.is_absolute():
+        try:
+            pattern = pattern.relative_to(root)
+        except ValueError as exc:
+            raise PathOutsideDataRoot(f"pattern {os.fspath(path)!r} is outside {root}") from exc
+    if ".." in pattern.parts:
+        raise PathOutsideDataRoot(f"pattern {os.fspath(path)!r} may not contain '..'")
+    matches = sorted(ensure_inside(match, root) for match in root.glob(pattern.as_posix()))
+    files = [match for match in dict.fromkeys(matches) if match.is_file()]
+    if not files:
+        raise PermanentError(f"no file matches {os.fspath(path)!r} under {root}")
+    return files

@@ -84,6 +84,11 @@ def register_loader(name: str, cls: type[Loader[Any]]) -> None:
     _registered_loaders[name] = cls
 
 
+def refresh() -> None:
+    """Forget the entry points found so far: a package installed since is seen next time."""
+    _entry_points.cache_clear()
+
+
 def clear_registrations() -> None:
     """Forget in-process registrations (test teardown); entry points stay."""
     _registered_extractors.clear()

@@ -50,7 +50,7 @@ from common.staging import StagingArea
 from common.states import WorkerStatus
 from common.topology import task_queue
 from common.tracing import consuming
-from worker.execution import run_task
+from worker.execution import ExecutionOptions, execute_task
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class WorkerConfig:
     heartbeat_seconds: float = 5.0
     grace_seconds: float = 30.0
     long_task_ack_seconds: float = 600.0
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
 
 
 @dataclass
@@ -284,11 +285,18 @@ class Worker:
             lambda: asyncio.ensure_future(self._ack_early(attempt)),
         )
         work = asyncio.ensure_future(
-            asyncio.to_thread(run_task, task, self.staging, self.data_root, report_progress)
+            asyncio.to_thread(
+                execute_task,
+                task,
+                self.staging,
+                self.data_root,
+                report_progress,
+                self.config.execution,
+            )
         )
         began = time.perf_counter()
         try:
-            rows, staged = await asyncio.wait_for(asyncio.shield(work), task.timeout_seconds)
+            result = await asyncio.wait_for(asyncio.shield(work), task.timeout_seconds)
         except TimeoutError:
             # The thread cannot be killed: it is told to stop at its next progress report,
             # and whatever it produces after this is ignored.
@@ -306,11 +314,16 @@ class Worker:
                 time.perf_counter() - began
             )
         TASK_ATTEMPTS.labels(task.task_type.value, task.plugin, "succeeded").inc()
-        ROWS.labels(task.task_type.value, task.plugin).inc(rows)
-        if staged is not None:
-            BYTES_STAGED.labels(task.plugin).inc(staged_bytes(staged))
+        ROWS.labels(task.task_type.value, task.plugin).inc(result.rows)
+        if result.staged is not None:
+            BYTES_STAGED.labels(task.plugin).inc(staged_bytes(result.staged))
         return TaskSucceeded(
-            task_id=task.task_id, run_id=task.run_id, attempt=task.attempt, rows=rows, staged=staged
+            task_id=task.task_id,
+            run_id=task.run_id,
+            attempt=task.attempt,
+            rows=result.rows,
+            staged=result.staged,
+            state_update=result.state_update,
         )
 
     async def _ack_early(self, attempt: _Attempt) -> None:

@@ -104,6 +104,8 @@ async def _dispatch(
 ) -> None:
     """Send the task's next attempt to its queue (through a delay rung for a retry)."""
     is_extract = task.task_type is TaskType.EXTRACT
+    plugin = job.extractor_type if is_extract else job.loader_type
+    raw_config = job.extractor_config if is_extract else job.loader_config
     task.attempt_count += 1
     task.next_attempt_at = uow.now + timedelta(seconds=delay_rung or 0)
     uow.emit(
@@ -113,8 +115,8 @@ async def _dispatch(
             job_definition_id=job.id,
             task_type=task.task_type,
             attempt=task.attempt_count,
-            plugin=job.extractor_type if is_extract else job.loader_type,
-            config=job.extractor_config if is_extract else job.loader_config,
+            plugin=plugin,
+            config=uow.seal(task.task_type, plugin, raw_config),
             staged=staged,
             state=await _job_state(uow, job.id) if is_extract else {},
             timeout_seconds=job.timeout_seconds,

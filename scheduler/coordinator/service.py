@@ -15,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.bus import Bus, Outgoing
+from common.db.models import JobRun
 from common.errors import PoisonMessage
 from common.events import Event, RunFinished, StateChanged, TaskDispatched, WorkerHeartbeat
 from common.logs import log_context
@@ -36,19 +39,21 @@ from common.metrics import (
     RUNS_STARTED,
     WORKERS_LOST,
 )
-from common.states import RunStatus
+from common.staging import StagingArea
+from common.states import FINAL_RUN_STATUSES, RunStatus
 from common.topology import coordinator_queue, dead_watch_queue
 from common.tracing import consuming
 from scheduler.coordinator import outbox
 from scheduler.coordinator.dead_letters import on_dead_letter
 from scheduler.coordinator.router import Route, parse
-from scheduler.coordinator.uow import UnitOfWork
+from scheduler.coordinator.uow import ConfigSealer, UnitOfWork
 from scheduler.coordinator.workers import mark_lost_workers
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 5.0
+CLEANUP_INTERVAL_SECONDS = 600.0
 DB_ERRORS = (OperationalError, DBAPIError, OSError)
 
 
@@ -58,6 +63,9 @@ class CoordinatorConfig:
     heartbeat_seconds: float = 5.0
     lost_after_heartbeats: int = 3
     outbox_relay_seconds: float = 10.0
+    seal: ConfigSealer | None = None
+    staging: StagingArea | None = None
+    staging_retention_seconds: float = 24 * 3600.0
 
 
 @dataclass
@@ -112,6 +120,8 @@ class Coordinator:
             try:
                 async with self.sessionmaker() as session, session.begin():
                     uow = UnitOfWork(session)
+                    if self.config.seal is not None:
+                        uow.seal = self.config.seal
                     result = await work(uow)
                     ids = outbox.store(session, uow.outbox)
                 break
@@ -196,6 +206,7 @@ class Coordinator:
         )
         relay_age = timedelta(seconds=self.config.outbox_relay_seconds)
         pause = min(self.config.heartbeat_seconds, self.config.outbox_relay_seconds) / 2
+        next_cleanup = time.monotonic()
         while True:
             try:
                 lost = await self._transact(lambda uow: mark_lost_workers(uow, silence))
@@ -203,11 +214,32 @@ class Coordinator:
                 await outbox.relay(self.bus, self.sessionmaker, relay_age)
                 for queue, depth in (await self.bus.queue_depths()).items():
                     QUEUE_MESSAGES.labels(queue).set(depth)
+                if time.monotonic() >= next_cleanup:
+                    next_cleanup = time.monotonic() + CLEANUP_INTERVAL_SECONDS
+                    await self._clean_staging()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("maintenance round failed")
             await asyncio.sleep(pause)
+
+    async def _clean_staging(self) -> None:
+        """Delete staged files of finished runs older than the retention period."""
+        staging = self.config.staging
+        if staging is None:
+            return
+        async with self.sessionmaker() as session:
+            active = set(
+                (
+                    await session.execute(
+                        select(JobRun.id).where(JobRun.status.not_in(FINAL_RUN_STATUSES))
+                    )
+                ).scalars()
+            )
+        age = timedelta(seconds=self.config.staging_retention_seconds)
+        removed = await asyncio.to_thread(staging.remove_older_than, age, active)
+        if removed:
+            log.info("removed staged files of %d finished runs", len(removed))
 
 
 def _fields(event: Event) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -84,10 +86,45 @@ def test_zero_batches_without_a_schema_stage_nothing(area: StagingArea) -> None:
     assert list(batches) == []
 
 
-def test_a_changed_schema_mid_stream_is_a_permanent_error(area: StagingArea) -> None:
-    other = pa.record_batch({"id": [1]})
-    with pytest.raises(PermanentError, match="schema changed"):
+def test_a_changed_schema_mid_stream_starts_a_part_and_reads_unified(area: StagingArea) -> None:
+    narrower = pa.record_batch({"id": [1.5]})
+    wider = pa.record_batch({"id": [7], "name": ["z"], "extra": [True]})
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 1), narrower, wider])
+    assert len(staged.files) == 3
+    assert staged.columns == {"id": "double", "name": "string", "extra": "bool"}
+    table = read_table(area, staged)
+    assert table.to_pydict() == {
+        "id": [0.0, 1.5, 7.0],
+        "name": ["n0", None, "z"],
+        "extra": [None, None, True],
+    }
+
+
+def test_batches_whose_columns_cannot_agree_are_a_permanent_error(area: StagingArea) -> None:
+    other = pa.record_batch({"id": ["text"]})
+    with pytest.raises(PermanentError, match="disagree"):
         area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 1), other])
+
+
+def test_remove_older_than_keeps_recent_and_running_runs(area: StagingArea) -> None:
+    old, running, recent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for run_id in (old, running, recent):
+        area.write(run_id, uuid.uuid4(), [batch(0, 1)])
+    base = Path(area._base)
+    (base / "not-a-run").mkdir()
+    for run_id in (old, running):
+        for file in (base / str(run_id)).rglob("*.parquet"):
+            os.utime(file, (0, 0))
+    removed = area.remove_older_than(timedelta(hours=1), keep={running})
+    assert removed == [old]
+    assert sorted(p.name for p in base.iterdir()) == sorted(
+        [str(running), str(recent), "not-a-run"]
+    )
+    assert area.remove_older_than(timedelta(hours=1), keep={running}) == []
+
+
+def test_remove_older_than_on_a_missing_base_removes_nothing(tmp_path: Path) -> None:
+    assert StagingArea(str(tmp_path / "never")).remove_older_than(timedelta(0)) == []
 
 
 def test_remove_deletes_a_run_and_tolerates_a_missing_one(

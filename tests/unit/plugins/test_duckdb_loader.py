@@ -231,3 +231,71 @@ def test_bad_config_is_rejected(root: Path, raw: dict[str, Any]) -> None:
 
 def test_config_model_is_declared() -> None:
     assert DuckDBLoader.config_model is DuckDBConfig
+
+
+def test_merge_upserts_on_the_key_and_the_last_duplicate_wins(root: Path) -> None:
+    load(root, uuid.uuid4(), BATCH, mode="merge", key_columns=["id"])
+    update = pa.record_batch({"id": [2, 4, 4], "name": ["B", "d", "D"]})
+    assert load(root, uuid.uuid4(), update, mode="merge", key_columns=["id"]) == 3
+    assert query(root, "SELECT id, name FROM people ORDER BY id") == [
+        (1, "a"),
+        (2, "B"),
+        (3, "c"),
+        (4, "D"),
+    ]
+
+
+def test_merge_on_a_composite_key(root: Path) -> None:
+    first = pa.record_batch({"k1": [1, 1], "k2": ["x", "y"], "v": [1, 2]})
+    load(root, uuid.uuid4(), first, mode="merge", key_columns=["k1", "k2"])
+    second = pa.record_batch({"k1": [1], "k2": ["y"], "v": [20]})
+    load(root, uuid.uuid4(), second, mode="merge", key_columns=["k1", "k2"])
+    assert query(root, "SELECT k1, k2, v FROM people ORDER BY k2") == [(1, "x", 1), (1, "y", 20)]
+
+
+def test_merge_twice_with_the_same_run_is_as_once(root: Path) -> None:
+    load(root, uuid.uuid4(), BATCH, mode="merge", key_columns=["id"])
+    run_id = uuid.uuid4()
+    update = pa.record_batch({"id": [3, 5], "name": ["C", "e"]})
+    load(root, run_id, update, mode="merge", key_columns=["id"])
+    once = query(root, "SELECT * FROM people ORDER BY id")
+    load(root, run_id, update, mode="merge", key_columns=["id"])
+    assert query(root, "SELECT * FROM people ORDER BY id") == once
+    assert [row[:2] for row in once] == [(1, "a"), (2, "b"), (3, "C"), (5, "e")]
+
+
+def test_replace_twice_with_the_same_run_is_as_once(root: Path) -> None:
+    run_id = uuid.uuid4()
+    load(root, run_id, BATCH, mode="replace")
+    load(root, run_id, BATCH, mode="replace")
+    assert query(root, "SELECT count(*) FROM people") == [(3,)]
+
+
+def test_merge_with_a_null_key_fails_and_leaves_the_table(root: Path) -> None:
+    load(root, uuid.uuid4(), BATCH, mode="merge", key_columns=["id"])
+    bad = pa.record_batch({"id": pa.array([7, None], pa.int64()), "name": ["g", "h"]})
+    with pytest.raises(PermanentError, match="merge key column 'id' is null in 1 row"):
+        load(root, uuid.uuid4(), bad, mode="merge", key_columns=["id"])
+    assert query(root, "SELECT count(*) FROM people") == [(3,)]
+
+
+def test_merge_key_missing_from_the_source_is_a_permanent_error(root: Path) -> None:
+    with pytest.raises(PermanentError, match=r"merge key column.*'code'"):
+        load(root, uuid.uuid4(), BATCH, mode="merge", key_columns=["code"])
+
+
+def test_strict_schema_policy_names_the_new_columns(root: Path) -> None:
+    load(root, uuid.uuid4(), BATCH)
+    wider = pa.record_batch({"id": [4], "name": ["d"], "age": [40], "city": ["x"]})
+    with pytest.raises(
+        PermanentError, match=r"no column 'age', 'city' and schema_policy is strict"
+    ):
+        load(root, uuid.uuid4(), wider, schema_policy="strict")
+    assert query(root, "SELECT count(*) FROM people") == [(3,)]
+    # The same columns, or fewer, are fine under strict.
+    assert load(root, uuid.uuid4(), pa.record_batch({"id": [5]}), schema_policy="strict") == 1
+
+
+def test_merge_needs_key_columns_in_the_config(root: Path) -> None:
+    with pytest.raises(ValidationError, match="key_columns"):
+        validate_config(DuckDBConfig, {"database": "d.duckdb", "table": "t", "mode": "merge"}, root)
