@@ -1,4 +1,5 @@
-"""What handlers receive through `Provide`: a database session, the bus, the settings.
+"""What handlers receive through `Provide`: a database session, the bus, the settings,
+the live-event hub, the run filters.
 
 The engine, sessionmaker and bus live in `app.state`, made by the app's lifespan
 (`api.app.lifespan`); the functions here only hand them out, typed.
@@ -15,6 +16,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.filters import RunFilter
+from api.live import LiveHub
 from api.pagination import Pagination
 from common.bus import Bus
 from common.settings import Settings
@@ -24,6 +27,9 @@ SessionDep: TypeAlias = NamedDependency[AsyncSession]
 BusDep: TypeAlias = NamedDependency[Bus]
 SettingsDep: TypeAlias = NamedDependency[Settings]
 PageDep: TypeAlias = NamedDependency[Pagination]
+RunFilterDep: TypeAlias = NamedDependency[RunFilter]
+HubDep: TypeAlias = NamedDependency[LiveHub]
+SessionmakerDep: TypeAlias = NamedDependency[async_sessionmaker[AsyncSession]]
 PathId: TypeAlias = FromPath[uuid.UUID]
 
 
@@ -40,3 +46,13 @@ def provide_bus(state: State) -> Bus:
 
 def provide_settings(state: State) -> Settings:
     return cast(Settings, state.settings)
+
+
+def provide_hub(state: State) -> LiveHub:
+    return cast(LiveHub, state.live)
+
+
+def provide_sessionmaker(state: State) -> async_sessionmaker[AsyncSession]:
+    """For handlers that must not hold a session for the whole request (event streams:
+    on SQLite an open transaction holds the one write lock)."""
+    return cast(async_sessionmaker[AsyncSession], state.sessionmaker)

@@ -14,6 +14,8 @@ M = TypeVar("M")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+MAX_OFFSET = 10**12
+"""Far beyond any list, and within the 64-bit integers the databases take."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,10 @@ def provide_pagination(
         int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")
     ] = DEFAULT_LIMIT,
     offset: Annotated[
-        int, QueryParameter(ge=0, description="Matching items to skip before the page.")
+        int,
+        QueryParameter(
+            ge=0, le=MAX_OFFSET, description="Matching items to skip before the page."
+        ),
     ] = 0,
 ) -> Pagination:
     return Pagination(limit=limit, offset=offset)

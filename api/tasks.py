@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
+from api.auth import SECURITY, allow
+from api.credentials import Role
 from api.dependencies import PathId, SessionDep
 from api.errors import error_responses, not_found
 from api.schemas import TaskOut
@@ -13,6 +15,8 @@ from common.db.models import Task
 class TaskController(Controller):
     path = "/tasks"
     tags = ["tasks"]
+    security = SECURITY
+    guards = allow(Role.VIEWER)
 
     @get("/{task_id:uuid}", summary="Get a task", responses=error_responses(404))
     async def get_task(self, task_id: PathId, session: SessionDep) -> TaskOut:

@@ -1,21 +1,32 @@
-"""`orc`: run the engine's components and manage its state store."""
+"""`orc`: run the engine's components, manage its state store, and drive a running
+engine through its REST API (`orc jobs`, `orc runs`, `orc tasks`, `orc workers`)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Annotated
 
 import typer
 
-from common.db.migrate import upgrade
+from common.db.migrate import upgrade, upgrade_async
 from common.settings import Settings
 from orc import runtime
+from orc.client import api_url
+from orc.commands import jobs, runs, tokens
+from orc.commands.common import load_settings
 from orc.demo import install_demo
+from orc.output import errors_as_lines
+from orc.tokens import UpToken, ensure_up_token
 
 app = typer.Typer(help="orc-rust-ator: event-driven ETL orchestration.", no_args_is_help=True)
 db_app = typer.Typer(help="The state store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(runs.runs_app, name="runs")
+app.add_typer(runs.tasks_app, name="tasks")
+app.add_typer(tokens.app, name="tokens")
 
 QueueOption = Annotated[
     list[str] | None,
@@ -40,12 +51,39 @@ def _run(components: dict[str, runtime.Component], **kwargs: object) -> None:
     asyncio.run(runtime.run_until_stopped(Settings(), components, **kwargs))  # type: ignore[arg-type]
 
 
+async def _prepare_up(settings: Settings) -> UpToken:
+    await upgrade_async(settings.database_url)
+    return await ensure_up_token(settings)
+
+
+def _announce(settings: Settings, up_token: UpToken) -> None:
+    if not up_token.made:
+        if up_token.saved_in is not None:
+            typer.echo(f"orc up: the CLI uses the admin token saved in {up_token.saved_in}")
+        return
+    typer.echo(
+        f"orc up: no token was configured, so this admin token was made; it is saved in "
+        f"{up_token.saved_in} (mode 0600), where the CLI finds it:\n\n"
+        f"    {up_token.token}\n\n"
+        f'curl needs it too: curl -H "Authorization: Bearer $(cat {up_token.saved_in})" '
+        f"{api_url(settings)}/jobs\n"
+    )
+
+
 @app.command()
 def up(
     demo: Annotated[bool, typer.Option(help="Create and trigger the demo job.")] = True,
     concurrency: ConcurrencyOption = 4,
 ) -> None:
-    """Every component in one process: API, scheduler, coordinator, workers."""
+    """Every component in one process: API, scheduler, coordinator, workers.
+
+    With no token configured (ORC_API_TOKEN, ORC_ADMIN_TOKEN), it makes an admin token,
+    prints it and saves it in ORC_TOKEN_FILE (.orc/token) for the CLI.
+    """
+    settings = load_settings()
+    with errors_as_lines():
+        up_token = asyncio.run(_prepare_up(settings))
+    _announce(settings, up_token)
     _run(
         {
             "api": runtime.run_api,
@@ -54,7 +92,7 @@ def up(
             "worker": runtime.worker_runner(runtime.ALL_QUEUES, concurrency),
         },
         migrate=True,
-        after_start=install_demo if demo else None,
+        after_start=functools.partial(install_demo, token=up_token.token) if demo else None,
     )
 
 
@@ -80,6 +118,10 @@ def coordinator() -> None:
 def worker(queue: QueueOption = None, concurrency: ConcurrencyOption = 4) -> None:
     """A worker consuming the given task queues (default: all)."""
     _run({"worker": runtime.worker_runner(queue or runtime.ALL_QUEUES, concurrency)})
+
+
+app.command("workers")(runs.workers)
+app.command("plugins")(runs.plugins)
 
 
 @db_app.command("upgrade")

@@ -1,6 +1,7 @@
 """The demo `orc up` starts with: a CSV in the data root and a job loading it into DuckDB.
 
-The job is created through the REST API, like any user's job.
+The job is created through the REST API, like any user's job, with the token `orc up`
+gives the CLI (it needs the admin role). The demo failing stops nothing: it is logged.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from common.settings import Settings
+from orc.client import api_url
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,21 @@ def write_demo_csv(data_root: Path) -> Path:
     return path
 
 
-async def install_demo(settings: Settings) -> None:
+async def install_demo(settings: Settings, token: str | None = None) -> None:
     """Wait for the API, then create the demo job (if missing) and trigger it once."""
     root = settings.resolved_data_root
     write_demo_csv(root)
-    base = f"http://{settings.api_host}:{settings.api_port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    base = api_url(settings.model_copy(update={"api_url": None}))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        await _install(base, headers)
+    except httpx.HTTPError as exc:
+        detail = exc.response.text if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+        log.error("the demo job could not be installed: %s %s", exc, detail)
+
+
+async def _install(base: str, headers: dict[str, str]) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as client:
         for _ in range(100):
             try:
                 if (await client.get("/health")).status_code == 200:
@@ -50,7 +61,9 @@ async def install_demo(settings: Settings) -> None:
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
-        found = (await client.get("/jobs", params={"name": DEMO_JOB})).json()["items"]
+        listed = await client.get("/jobs", params={"name": DEMO_JOB})
+        listed.raise_for_status()
+        found = listed.json()["items"]
         if found:
             job = found[0]
         else:
@@ -67,11 +80,11 @@ async def install_demo(settings: Settings) -> None:
             )
             response.raise_for_status()
             job = response.json()
-        run = (await client.post(f"/jobs/{job['id']}/run")).json()
+        triggered = await client.post(f"/jobs/{job['id']}/run")
+        triggered.raise_for_status()
     log.info(
-        "demo job %r (%s) runs every minute; manual run %s triggered. Try: curl %s/job_runs",
+        "demo job %r (%s) runs every minute; manual run %s triggered. Try: orc runs list",
         DEMO_JOB,
         job["id"],
-        run.get("id"),
-        base,
+        triggered.json().get("id"),
     )

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import duckdb
 import httpx
-import pytest
 
 from common.events import RunFinished, TaskStarted
 from common.settings import Settings
 from tests.harness import engine_running, tap
+from tests.integration.api.conftest import ADMIN_TOKEN, bearer
 from tests.integration.engine.test_flow import write_csv
 
 
@@ -23,11 +23,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-@pytest.fixture
-def api_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"api_port": free_port()})
 
 
 async def wait_healthy(client: httpx.AsyncClient, timeout: float = 20.0) -> None:
@@ -60,7 +55,7 @@ async def test_trigger_through_api_to_rows_in_duckdb(
     async with (
         tap(settings, "run.finished", "task.started") as t,
         engine_running(settings, ("api", "coordinator", "worker")),
-        httpx.AsyncClient(base_url=base) as client,
+        httpx.AsyncClient(base_url=base, headers=bearer(ADMIN_TOKEN)) as client,
     ):
         await wait_healthy(client)
         created = await client.post("/jobs", json=JOB)

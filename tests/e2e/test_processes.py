@@ -19,6 +19,7 @@ from common.events import RunFinished
 from common.settings import Settings
 from tests.e2e.test_api_flow import JOB, free_port, wait_healthy
 from tests.harness import tap
+from tests.integration.api.conftest import ADMIN_TOKEN, bearer
 from tests.integration.engine.test_flow import write_csv
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,7 @@ def processes(
         "ORC_STAGING_URL": settings.staging_url,
         "ORC_DATA_ROOT": str(settings.data_root),
         "ORC_API_PORT": str(settings.api_port),
+        "ORC_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     procs = [
         subprocess.Popen(
@@ -74,7 +76,10 @@ async def test_components_as_processes_run_a_job(
     settings, procs = processes
     write_csv(data_root / "in" / "cities.csv", 500)
     base = f"http://{settings.api_host}:{settings.api_port}"
-    async with tap(settings) as t, httpx.AsyncClient(base_url=base) as client:
+    async with (
+        tap(settings) as t,
+        httpx.AsyncClient(base_url=base, headers=bearer(ADMIN_TOKEN)) as client,
+    ):
         await wait_healthy(client)
         job = (await client.post("/jobs", json=JOB)).json()
         run_id = uuid.UUID((await client.post(f"/jobs/{job['id']}/run")).json()["id"])

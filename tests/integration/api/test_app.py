@@ -11,17 +11,25 @@ import pytest
 
 from api.app import ApiServerError, create_app, serve
 from common.settings import Settings
-from tests.integration.api.conftest import Client
+from tests.integration.api.conftest import ADMIN_TOKEN, Client, bearer, with_admin_token
 
 PATHS = {
     "/health",
     "/jobs",
     "/jobs/{job_id}",
     "/jobs/{job_id}/run",
+    "/jobs/{job_id}/runs",
     "/job_runs",
     "/job_runs/{run_id}",
     "/job_runs/{run_id}/tasks",
+    "/job_runs/{run_id}/cancel",
+    "/job_runs/{run_id}/events",
+    "/events",
     "/tasks/{task_id}",
+    "/workers",
+    "/plugins",
+    "/tokens",
+    "/tokens/{token_id}",
 }
 
 
@@ -37,8 +45,13 @@ async def test_openapi_document_lists_every_path(sqlite_client: Client) -> None:
     document = answer.json()
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == PATHS
-    assert set(document["paths"]["/jobs/{job_id}"]) == {"get", "put", "delete"}
+    assert set(document["paths"]["/jobs/{job_id}"]) == {"get", "put", "patch", "delete"}
     assert "ErrorBody" in document["components"]["schemas"]
+    assert document["components"]["securitySchemes"]["bearerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["bearerToken"]["description"],
+    }
     assert (await sqlite_client.get("/schema/openapi.json")).json() == document
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
@@ -46,6 +59,13 @@ async def test_openapi_document_lists_every_path(sqlite_client: Client) -> None:
                 if code.startswith("4"):
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method)
+            # Every operation but the health probe needs the token, and says so.
+            if path == "/health":
+                assert "security" not in operation
+                assert "401" not in operation["responses"]
+            else:
+                assert operation["security"] == [{"bearerToken": []}], (path, method)
+                assert "401" in operation["responses"], (path, method)
 
 
 async def test_unknown_route_has_the_error_shape(sqlite_client: Client) -> None:
@@ -75,14 +95,16 @@ def free_port() -> int:
 
 
 async def test_serve_until_stopped(sqlite_settings: Settings) -> None:
-    settings = sqlite_settings.model_copy(update={"api_port": free_port()})
+    settings = with_admin_token(sqlite_settings).model_copy(update={"api_port": free_port()})
     started, stop = asyncio.Event(), asyncio.Event()
     handler_before = signal.getsignal(signal.SIGINT)
     server = asyncio.create_task(serve(settings, started=started, stop=stop))
     await asyncio.wait_for(started.wait(), 15)
     # Embedded: uvicorn took over no signal.
     assert signal.getsignal(signal.SIGINT) is handler_before
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api_port}") as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{settings.api_port}", headers=bearer(ADMIN_TOKEN)
+    ) as http:
         assert (await http.get("/health")).json() == {"status": "ok"}
         assert (await http.post("/jobs", json={"name": "x"})).status_code == 422
     stop.set()

@@ -233,14 +233,15 @@ async def test_pagination(client: Client) -> None:
     for name in names:
         assert (await client.post("/jobs", json=job_body(name))).status_code == 201
 
+    # Newest first.
     first = (await client.get("/jobs", params={"limit": 2})).json()
     assert first["limit"] == 2
     assert first["offset"] == 0
     assert first["total"] == 5
-    assert [j["name"] for j in first["items"]] == names[:2]
+    assert [j["name"] for j in first["items"]] == ["job-4", "job-3"]
 
     last = (await client.get("/jobs", params={"limit": 2, "offset": 4})).json()
-    assert [j["name"] for j in last["items"]] == names[4:]
+    assert [j["name"] for j in last["items"]] == ["job-0"]
     assert last["total"] == 5
 
     beyond = (await client.get("/jobs", params={"offset": 10})).json()
