@@ -36,6 +36,7 @@ from api.filters import provide_run_filter
 from api.health import health
 from api.jobs import JobController
 from api.live import LiveHub
+from api.operations import asyncapi, metrics
 from api.pagination import provide_pagination
 from api.runs import RunController
 from api.streams import StreamController
@@ -106,6 +107,8 @@ def create_app(settings: Settings) -> Litestar:
             PluginController,
             TokenController,
             health,
+            metrics,
+            asyncapi,
         ],
         dependencies={
             "session": Provide(provide_session),

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from typing import Annotated
 
 import typer
 
+from common.asyncapi import asyncapi_document
 from common.db.migrate import upgrade, upgrade_async
 from common.settings import Settings
 from orc import runtime
@@ -122,6 +124,14 @@ def worker(queue: QueueOption = None, concurrency: ConcurrencyOption = 4) -> Non
 
 app.command("workers")(runs.workers)
 app.command("plugins")(runs.plugins)
+
+
+@app.command("asyncapi")
+def asyncapi_command() -> None:
+    """Print the AsyncAPI document of the bus (exchanges, queues, event schemas)."""
+    settings = Settings()
+    document = asyncapi_document(settings.namespace, broker_url=settings.broker_url)
+    typer.echo(json.dumps(document, indent=2))
 
 
 @db_app.command("upgrade")

@@ -30,6 +30,7 @@ PATHS = {
     "/plugins",
     "/tokens",
     "/tokens/{token_id}",
+    "/asyncapi",
 }
 
 
@@ -127,3 +128,21 @@ async def test_serve_fails_loudly_without_a_broker(sqlite_settings: Settings) ->
     )
     with pytest.raises(ApiServerError):
         await asyncio.wait_for(serve(settings), 15)
+
+
+async def test_metrics_are_open_and_asyncapi_needs_a_token(sqlite_settings: Settings) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from api.app import create_app
+    from tests.integration.api.conftest import ADMIN_TOKEN, bearer, with_admin_token
+
+    settings = with_admin_token(sqlite_settings)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200
+        assert "orc_runs_finished_total" in metrics.text
+        assert (await client.get("/asyncapi")).status_code == 401
+        document = await client.get("/asyncapi", headers=bearer(ADMIN_TOKEN))
+        assert document.status_code == 200
+        channels = document.json()["channels"]
+        assert any("job.due" in str(c) for c in channels.values())

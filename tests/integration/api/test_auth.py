@@ -54,6 +54,7 @@ MATRIX: list[tuple[str, str, Role | str]] = [
     ("POST", "/tokens", A),
     ("GET", "/tokens", A),
     ("DELETE", "/tokens/{id}", A),
+    ("GET", "/asyncapi", V),
     ("GET", "/schema", ANY),
     ("GET", "/schema/openapi.json", ANY),
 ]
