@@ -30,9 +30,7 @@ def provide_pagination(
     ] = DEFAULT_LIMIT,
     offset: Annotated[
         int,
-        QueryParameter(
-            ge=0, le=MAX_OFFSET, description="Matching items to skip before the page."
-        ),
+        QueryParameter(ge=0, le=MAX_OFFSET, description="Matching items to skip before the page."),
     ] = 0,
 ) -> Pagination:
     return Pagination(limit=limit, offset=offset)

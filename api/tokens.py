@@ -47,9 +47,7 @@ class TokenController(Controller):
             total=total,
         )
 
-    @delete(
-        "/{token_id:uuid}", summary="Revoke a token", responses=error_responses(403, 404, 409)
-    )
+    @delete("/{token_id:uuid}", summary="Revoke a token", responses=error_responses(403, 404, 409))
     async def revoke_token(
         self, token_id: PathId, session: SessionDep, request: Request[Principal, Any, Any]
     ) -> None:
