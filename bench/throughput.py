@@ -99,7 +99,11 @@ async def wait_for_consumers(ns: str, minimum: int) -> None:
         async with asyncio.timeout(60):
             while True:
                 counts = []
-                for name in (f"{ns}.coordinator", task_queue(ns, "extract"), task_queue(ns, "load")):
+                for name in (
+                    f"{ns}.coordinator",
+                    task_queue(ns, "extract"),
+                    task_queue(ns, "load"),
+                ):
                     queue = await channel.declare_queue(name, passive=True)
                     counts.append(queue.declaration_result.consumer_count)
                 if min(counts) >= minimum:
@@ -166,10 +170,27 @@ def measure_celery(runs: int) -> float:
     counter = redis.Redis.from_url(celery_chain.REDIS_URL)
     counter.delete(f"bench:{queue}")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_chain", "worker", "-Q", queue,
-         "--concurrency", str(os.cpu_count() or 2), "--loglevel", "WARNING", "--without-gossip",
-         "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT / "bench", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_chain",
+            "worker",
+            "-Q",
+            queue,
+            "--concurrency",
+            str(os.cpu_count() or 2),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT / "bench",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         chain(celery_chain.noop.si(), celery_chain.done.si()).apply_async(queue=queue)
@@ -192,9 +213,8 @@ def measure_celery(runs: int) -> float:
         worker.terminate()
         worker.wait(30)
         counter.delete(f"bench:{queue}")
-        with contextlib.suppress(Exception):
-            with celery_chain.app.connection_for_write() as conn:
-                conn.default_channel.queue_delete(queue)
+        with contextlib.suppress(Exception), celery_chain.app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
 
 
 async def clean_namespace(ns: str) -> None:
@@ -252,12 +272,21 @@ def main() -> None:
     print(f"{'engine runs/s':24}{engine_median:10.1f}  {[round(r, 1) for r in engine_rates]}")
     print(f"{'celery chains/s':24}{celery_median:10.1f}  {[round(r, 1) for r in celery_rates]}")
     ratio = engine_median / celery_median
-    print(json.dumps({
-        "benchmark": "run_throughput", "store": args.store, "workers": args.workers,
-        "runs": args.runs, "engine_runs_per_s": round(engine_median, 1),
-        "celery_chains_per_s": round(celery_median, 1), "ratio": round(ratio, 2),
-        "goal": 1.0, "met": ratio >= 1.0,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "run_throughput",
+                "store": args.store,
+                "workers": args.workers,
+                "runs": args.runs,
+                "engine_runs_per_s": round(engine_median, 1),
+                "celery_chains_per_s": round(celery_median, 1),
+                "ratio": round(ratio, 2),
+                "goal": 1.0,
+                "met": ratio >= 1.0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

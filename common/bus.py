@@ -37,6 +37,7 @@ from common.tracing import trace_headers
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[AbstractIncomingMessage], Awaitable[None]]
+AMQP_HEARTBEAT_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,12 @@ class Bus:
         self._consumer_channels: list[AbstractChannel] = []
 
     async def connect(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.broker_url)
+        options: dict[str, Any] = {}
+        if "heartbeat=" not in self.broker_url:
+            # A hung process (stopped, swapping) stops answering AMQP heartbeats; the broker
+            # then closes its connection and requeues what it held. 60 s is the default.
+            options["heartbeat"] = AMQP_HEARTBEAT_SECONDS
+        self._connection = await aio_pika.connect_robust(self.broker_url, **options)
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -186,7 +192,11 @@ class Bus:
         DEAD_LETTERED.labels(message.routing_key or "").inc()
 
     async def consume(self, queue_name: str, callback: MessageCallback, prefetch: int) -> Consumer:
-        """Consume a declared queue on a channel of its own, with its own prefetch."""
+        """Consume a declared queue on a channel of its own, with its own prefetch.
+
+        (One channel-wide prefetch for several queues would be neater for a worker, but
+        quorum queues refuse global QoS.)
+        """
         if self._connection is None:
             raise RuntimeError("Bus.connect() was not awaited")
         channel = await self._connection.channel()
@@ -195,8 +205,7 @@ class Bus:
         queue = await channel.declare_queue(
             queue_name, durable=True, arguments=self.topology.arguments(queue_name)
         )
-        tag = await queue.consume(callback)
-        return Consumer(queue, tag)
+        return Consumer(queue, await queue.consume(callback))
 
     async def queue_depths(self) -> dict[str, int]:
         """Messages ready in each work queue (a passive declare each)."""

@@ -69,15 +69,22 @@ class StagingArea:
         task_id: uuid.UUID,
         batches: Iterable[pa.RecordBatch],
         schema: pa.Schema | None = None,
+        execution: str | None = None,
     ) -> StagedData:
-        """Stage every batch, replacing what this task staged before (a re-run).
+        """Stage every batch, replacing what this execution staged before.
+
+        Each execution of a task (`execution`, e.g. the dispatch's event id plus a random
+        part) gets a folder of its own: two executions of one attempt running at once (a
+        redelivery while the first still runs) never truncate each other's files, and
+        the loader reads exactly the files the winning outcome names. Old executions are
+        removed with the run by the retention sweep.
 
         The file schema is the first batch's; `schema` (or a `RecordBatchReader`'s own)
         only matters when there are no batches: then one empty file keeps the columns.
         """
         if schema is None and isinstance(batches, pa.RecordBatchReader):
             schema = batches.schema
-        relative = f"{run_id}/{task_id}"
+        relative = f"{run_id}/{task_id}" + (f"/{execution}" if execution else "")
         folder = f"{self._base}/{relative}"
         self._fs.delete_dir_contents(folder, missing_dir_ok=True)
         self._fs.create_dir(folder, recursive=True)

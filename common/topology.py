@@ -27,7 +27,9 @@ DELIVERY_LIMIT = 5
 # one queue would not do: RabbitMQ expires messages only from a queue's head, so a short
 # delay would wait behind a long one.
 DELAY_LADDER_SECONDS: tuple[int, ...] = (1, 5, 30, 120, 600, 3600)
-DELAY_HEADER = "x-orc-delay"
+# Not `x-…`: RabbitMQ's headers exchange ignores binding arguments that start with `x-`
+# (under `x-match: all`), which would make every rung match every message.
+DELAY_HEADER = "orc-delay"
 
 DEAD_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,9 @@ def _run(
         config = _config(extractor_cls.config_model, task.config, context.data_root, key)
         secrets.extend(secret_values(config))
         batches = extractor_cls(config, context).extract()
-        staged = staging.write(task.run_id, task.task_id, batches)
+        staged = staging.write(
+            task.run_id, task.task_id, batches, execution=f"{task.attempt}-{uuid.uuid4().hex[:12]}"
+        )
         return TaskResult(staged.rows, staged, context.state_update or None)
     if task.staged is None:
         raise PermanentError("LOAD task dispatched without staged input")

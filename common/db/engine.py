@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-
 READ_ONLY_OPTION = "orc_read_only"
 
 

@@ -144,9 +144,15 @@ def _finish_run(uow: UnitOfWork, run: JobRun, status: RunStatus, error: str | No
 
 
 async def _current(
-    uow: UnitOfWork, run_id: uuid.UUID, tid: uuid.UUID, attempt: int, what: str
+    uow: UnitOfWork,
+    run_id: uuid.UUID,
+    tid: uuid.UUID,
+    attempt: int,
+    what: str,
+    earlier_ok: bool = False,
 ) -> tuple[JobRun, Task] | None:
-    """The run and task an outcome is about, if it concerns their current attempt."""
+    """The run and task an outcome is about, if it concerns their current attempt (or,
+    with `earlier_ok`, an earlier one)."""
     run = await _run_for_update(uow, run_id)
     task = await uow.session.get(Task, tid)
     if run is None or task is None or task.job_run_id != run.id:
@@ -154,7 +160,7 @@ async def _current(
         return None
     if run.status in FINAL_RUN_STATUSES or task.status in FINAL_TASK_STATUSES:
         return None
-    if attempt != task.attempt_count:
+    if attempt > task.attempt_count or (attempt < task.attempt_count and not earlier_ok):
         log.info("%s of superseded attempt %d of task %s, ignored", what, attempt, tid)
         return None
     return run, task
@@ -210,7 +216,12 @@ async def on_task_started(event: TaskStarted, uow: UnitOfWork) -> None:
 
 
 async def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
-    found = await _current(uow, event.run_id, event.task_id, event.attempt, "TaskSucceeded")
+    # A success counts even from an attempt already given up on (it ran twice, and the
+    # other execution reported a failure first): its output is complete, so the task is
+    # done and the retry waiting in a delay queue will find it final.
+    found = await _current(
+        uow, event.run_id, event.task_id, event.attempt, "TaskSucceeded", earlier_ok=True
+    )
     if found is None:
         return
     run, task = found

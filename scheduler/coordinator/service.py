@@ -86,6 +86,10 @@ class Coordinator:
         self.sessionmaker = sessionmaker
         self.config = config or CoordinatorConfig()
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._silence_seconds = self.config.heartbeat_seconds * self.config.lost_after_heartbeats
+        # Heartbeats that piled up while this coordinator (or its database) was away are
+        # still queued: judge no worker lost until they have had a window to arrive.
+        self._quiet_until = time.monotonic() + self._silence_seconds
 
     async def run(self) -> None:
         """Consume until cancelled; unacked messages return to the queue on close."""
@@ -126,6 +130,7 @@ class Coordinator:
                     ids = outbox.store(session, uow.outbox)
                 break
             except DB_ERRORS as exc:
+                self._quiet_until = time.monotonic() + self._silence_seconds
                 log.warning("state store unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
@@ -209,8 +214,9 @@ class Coordinator:
         next_cleanup = time.monotonic()
         while True:
             try:
-                lost = await self._transact(lambda uow: mark_lost_workers(uow, silence))
-                WORKERS_LOST.inc(len(lost))
+                if time.monotonic() >= self._quiet_until:
+                    lost = await self._transact(lambda uow: mark_lost_workers(uow, silence))
+                    WORKERS_LOST.inc(len(lost))
                 await outbox.relay(self.bus, self.sessionmaker, relay_age)
                 for queue, depth in (await self.bus.queue_depths()).items():
                     QUEUE_MESSAGES.labels(queue).set(depth)

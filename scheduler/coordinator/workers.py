@@ -68,13 +68,21 @@ async def mark_lost_workers(uow: UnitOfWork, silence: timedelta) -> list[str]:
         worker = await uow.session.get(Worker, worker_id)
         if worker is not None:
             worker.status = WorkerStatus.LOST
-    rows = await uow.session.execute(
-        select(Task, JobRun)
-        .join(JobRun, Task.job_run_id == JobRun.id)
-        .where(Task.worker_id.in_(lost), Task.status == TaskStatus.RUNNING)
+    candidates = await uow.session.execute(
+        select(Task.id, Task.job_run_id).where(
+            Task.worker_id.in_(lost), Task.status == TaskStatus.RUNNING
+        )
     )
-    for task, run in rows.all():
-        if run.status in FINAL_RUN_STATUSES:
+    for tid, run_id in candidates.all():
+        # Lock the run, then look again: another worker may have taken the task over
+        # (a redelivery after a kill) since the query above.
+        run = (
+            await uow.session.execute(select(JobRun).where(JobRun.id == run_id).with_for_update())
+        ).scalar_one_or_none()
+        task = await uow.session.get(Task, tid, populate_existing=True)
+        if run is None or task is None or run.status in FINAL_RUN_STATUSES:
+            continue
+        if task.status is not TaskStatus.RUNNING or task.worker_id not in lost:
             continue
         log.warning("worker %s lost; task %s gets a new attempt", task.worker_id, task.id)
         await fail_attempt(uow, run, task, f"worker {task.worker_id} lost", retryable=True)

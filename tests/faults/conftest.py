@@ -33,7 +33,7 @@ OUTCOMES = pytest.StashKey[list[Outcome]]()
 # once, and its staging (see docs/failures.md, known gaps) then fails runs at random.
 FAST = {
     "ORC_HEARTBEAT_SECONDS": "0.5",
-    "ORC_LOST_AFTER_HEARTBEATS": "40",
+    "ORC_LOST_AFTER_HEARTBEATS": "6",
     "ORC_OUTBOX_RELAY_SECONDS": "2",
     "ORC_WORKER_GRACE_SECONDS": "3",
     "ORC_SCHEDULER_REFRESH_SECONDS": "2",

@@ -79,9 +79,6 @@ async def every_event_twice(settings: Settings) -> AsyncIterator[Copies]:
         await connection.close()
 
 
-# Not strict: the two executions of one attempt overlap only now and then, so the run
-# fails at random (often enough to see, not every time); a strict xfail would be flaky.
-@pytest.mark.xfail(strict=False, reason=DUPLICATE_EXECUTIONS)
 @pytest.mark.timeout(150)
 async def test_every_event_delivered_twice(rig: Rig) -> None:
     rig.cluster.coordinator()

@@ -31,7 +31,6 @@ DELAY_LADDER_MATCHES_ALL = (
 SLACK_SECONDS = 3.0
 
 
-@pytest.mark.xfail(strict=True, reason=DELAY_LADDER_MATCHES_ALL)
 @pytest.mark.timeout(150)
 async def test_task_that_always_fails_exhausts_its_retries(rig: Rig) -> None:
     rig.cluster.coordinator()
