@@ -30,12 +30,12 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.bus import connect_bus  # noqa: E402
+from common.bus import connect_bus, delete_namespace  # noqa: E402
 from common.db.engine import make_engine, make_sessionmaker  # noqa: E402
 from common.db.migrate import upgrade  # noqa: E402
 from common.db.models import JobDefinition  # noqa: E402
 from common.events import JobDue, RunFinished  # noqa: E402
-from common.topology import task_queue, topology  # noqa: E402
+from common.topology import task_queue  # noqa: E402
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -217,19 +217,6 @@ def measure_celery(runs: int) -> float:
             conn.default_channel.queue_delete(queue)
 
 
-async def clean_namespace(ns: str) -> None:
-    connection = await aio_pika.connect(BROKER)
-    try:
-        channel = await connection.channel()
-        t = topology(ns)
-        for name in t.all_queues():
-            await channel.queue_delete(name)
-        for name in t.all_exchanges():
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
-
-
 async def run_engine(args: argparse.Namespace) -> list[float]:
     ns = f"bench{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,7 +240,7 @@ async def run_engine(args: argparse.Namespace) -> list[float]:
                     await measure_engine(ns, job_id, min(200, args.runs))  # warm-up
                     return [await measure_engine(ns, job_id, args.runs) for _ in range(args.repeat)]
             finally:
-                await clean_namespace(ns)
+                await delete_namespace(BROKER, ns)
 
 
 def main() -> None:

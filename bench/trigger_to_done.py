@@ -58,7 +58,7 @@ import duckdb
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import select
 
-from common.bus import Bus, connect_bus
+from common.bus import Bus, connect_bus, delete_namespace
 from common.db.engine import make_engine, make_sessionmaker
 from common.db.migrate import upgrade
 from common.db.models import JobDefinition, JobRun, Task
@@ -218,20 +218,6 @@ async def wait_for_consumers(settings: Settings, timeout: float = 30.0) -> None:
         await connection.close()
 
 
-async def clean_namespace(broker_url: str, namespace: str) -> None:
-    """Delete the namespace's queues and exchanges from the broker."""
-    connection = await aio_pika.connect(broker_url)
-    try:
-        channel = await connection.channel()
-        t = topology(namespace)
-        for name in t.all_queues():
-            await channel.queue_delete(name)
-        for name in t.all_exchanges():
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
-
-
 async def insert_job(settings: Settings) -> uuid.UUID:
     engine = make_engine(settings.database_url)
     try:
@@ -372,7 +358,7 @@ async def main_async(args: argparse.Namespace) -> int:
             traceback.print_exc()
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            await clean_namespace(args.broker_url, namespace)
+            await delete_namespace(args.broker_url, namespace)
         completed = [r for r in results if r.status is RunStatus.COMPLETED]
         all_completed = error is None and len(completed) == args.repeat
         if all_completed and (held := loaded_rows(data_root)) != args.rows:

@@ -248,3 +248,17 @@ async def connect_bus(broker_url: str, namespace: str) -> Bus:
     bus = Bus(broker_url, namespace)
     await bus.connect()
     return bus
+
+
+async def delete_namespace(broker_url: str, namespace: str) -> None:
+    """Delete every queue and exchange of a namespace (test runs, benchmarks, teardown)."""
+    connection = await aio_pika.connect(broker_url)
+    try:
+        channel = await connection.channel()
+        t = topology(namespace)
+        for name in t.all_queues():
+            await channel.queue_delete(name)
+        for name in t.all_exchanges():
+            await channel.exchange_delete(name)
+    finally:
+        await connection.close()

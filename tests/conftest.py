@@ -14,13 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aio_pika
 import asyncpg
 import pytest
 
+from common.bus import delete_namespace
 from common.db.migrate import upgrade
 from common.settings import Settings
-from common.topology import topology
 
 BROKER_URL = os.environ.get("ORC_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_DSN = os.environ.get("ORC_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -101,16 +100,7 @@ def broker_url() -> str:
 async def clean_namespace(broker_url: str, namespace: str) -> AsyncIterator[str]:
     """Yields the namespace; afterwards deletes its exchanges and queues from the broker."""
     yield namespace
-    connection = await aio_pika.connect(broker_url)
-    try:
-        channel = await connection.channel()
-        t = topology(namespace)
-        for name in t.all_queues():
-            await channel.queue_delete(name)
-        for name in t.all_exchanges():
-            await channel.exchange_delete(name)
-    finally:
-        await connection.close()
+    await delete_namespace(broker_url, namespace)
 
 
 @pytest.fixture
