@@ -547,3 +547,16 @@ def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
         ["hadolint", str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_component_probes_use_the_ops_endpoint_on_the_metrics_port() -> None:
+    """Every non-API container is probed on /healthz and /readyz on ORC_METRICS_PORT, the
+    port `common.ops_server` listens on when that setting is given."""
+    port = int(_config()["ORC_METRICS_PORT"])
+    for name, _workload, container in _containers():
+        if container.get("args", [None])[0] not in ("scheduler", "coordinator", "worker"):
+            continue
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        assert ports.get("metrics") == port, name
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
