@@ -32,8 +32,10 @@ from api.publishing import publish_change, publish_manual_run
 from api.runs import run_page
 from api.schemas import FieldError, JobIn, JobOut, JobPage, JobPatch, RunAccepted, RunPage
 from api.validation import check_plugins
+from common.bus import Bus
 from common.db.models import JobDefinition, JobRun
 from common.events import utcnow
+from common.settings import Settings
 from common.states import RunStatus
 
 EnabledFilter = Annotated[bool | None, QueryParameter(description="Only enabled, or disabled.")]
@@ -142,6 +144,17 @@ def _store(job: JobDefinition, data: JobIn) -> None:
     job.updated_at = utcnow()
 
 
+async def _update(
+    session: AsyncSession, bus: Bus, settings: Settings, job: JobDefinition, data: JobIn
+) -> None:
+    """Check, store and announce a job's new definition (what PUT and PATCH share)."""
+    check_plugins(data, settings.resolved_data_root)
+    await _ensure_name_free(session, data.name, own_id=job.id)
+    _store(job, data)
+    await _commit(session, data.name)
+    await publish_change(bus, job.id, "updated")
+
+
 class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]
@@ -212,12 +225,7 @@ class JobController(Controller):
         `updated`. Runs already started keep the definition they started with. A secret
         sent back as `***` keeps its stored value."""
         job = await _get_job(session, job_id)
-        data = _with_secrets_kept(data, job)
-        check_plugins(data, settings.resolved_data_root)
-        await _ensure_name_free(session, data.name, own_id=job_id)
-        _store(job, data)
-        await _commit(session, data.name)
-        await publish_change(bus, job_id, "updated")
+        await _update(session, bus, settings, job, _with_secrets_kept(data, job))
         return job_out(job)
 
     @patch(
@@ -245,11 +253,7 @@ class JobController(Controller):
             merged = _with_secrets_kept(JobIn.model_validate(current | changes), job)
         except ValidationError as exc:
             raise _invalid(exc) from exc
-        check_plugins(merged, settings.resolved_data_root)
-        await _ensure_name_free(session, merged.name, own_id=job_id)
-        _store(job, merged)
-        await _commit(session, merged.name)
-        await publish_change(bus, job_id, "updated")
+        await _update(session, bus, settings, job, merged)
         return job_out(job)
 
     @delete(

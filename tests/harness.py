@@ -16,7 +16,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import select
 
-from common.bus import Bus, connect_bus
+from common.bus import Bus, Outgoing, connect_bus
 from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.models import JobDefinition, JobRun, Task
 from common.events import EVENTS_BY_ROUTING_KEY, Event, RunFinished
@@ -101,6 +101,15 @@ async def engine_running(
                     result, asyncio.CancelledError
                 ):
                     raise result
+
+
+async def publish(settings: Settings, *events: Event) -> None:
+    """Publish events through the engine's own bus code, as a component would."""
+    bus = await connect_bus(settings.broker_url, settings.namespace)
+    try:
+        await bus.publish_many(Outgoing(e) for e in events)
+    finally:
+        await bus.close()
 
 
 async def publish_raw(settings: Settings, routing_key: str, body: bytes) -> None:

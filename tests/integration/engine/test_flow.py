@@ -8,11 +8,10 @@ from pathlib import Path
 
 import duckdb
 
-from common.bus import connect_bus
 from common.events import JobDue, RunFinished
 from common.settings import Settings
 from common.states import RunStatus, TaskStatus, TaskType, Trigger
-from tests.harness import engine_running, insert_job, read_run, tap
+from tests.harness import engine_running, insert_job, publish, read_run, tap
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -37,9 +36,9 @@ async def test_job_due_runs_extract_then_load(settings: Settings, data_root: Pat
     )
     run_id = uuid.uuid4()
     async with tap(settings) as t, engine_running(settings):
-        bus = await connect_bus(settings.broker_url, settings.namespace)
-        await bus.publish(JobDue(job_definition_id=job.id, run_id=run_id, trigger=Trigger.MANUAL))
-        await bus.close()
+        await publish(
+            settings, JobDue(job_definition_id=job.id, run_id=run_id, trigger=Trigger.MANUAL)
+        )
         finished = await t.run_finished(run_id)
     assert finished.status is RunStatus.COMPLETED, finished.error_message
     run, tasks = await read_run(settings, run_id)
@@ -69,9 +68,7 @@ async def test_failure_marks_task_and_run_failed(sqlite_settings: Settings) -> N
     )
     run_id = uuid.uuid4()
     async with tap(settings) as t, engine_running(settings):
-        bus = await connect_bus(settings.broker_url, settings.namespace)
-        await bus.publish(JobDue(job_definition_id=job.id, run_id=run_id))
-        await bus.close()
+        await publish(settings, JobDue(job_definition_id=job.id, run_id=run_id))
         finished: RunFinished = await t.run_finished(run_id)
     assert finished.status is RunStatus.FAILED
     run, tasks = await read_run(settings, run_id)

@@ -25,7 +25,7 @@ from common.events import (
 from common.settings import Settings
 from common.states import RunStatus, TaskStatus, TaskType
 from common.topology import task_queue
-from tests.harness import Tap, engine_running, insert_job, read_run, take, tap
+from tests.harness import Tap, engine_running, insert_job, publish, read_run, take, tap
 
 LOADER = {"loader_type": "duckdb", "loader_config": {"database": "out.duckdb", "table": "t"}}
 
@@ -49,11 +49,7 @@ async def make_job(
 
 async def trigger(settings: Settings, job: JobDefinition) -> uuid.UUID:
     run_id = uuid.uuid4()
-    bus = await connect_bus(settings.broker_url, settings.namespace)
-    try:
-        await bus.publish(JobDue(job_definition_id=job.id, run_id=run_id))
-    finally:
-        await bus.close()
+    await publish(settings, JobDue(job_definition_id=job.id, run_id=run_id))
     return run_id
 
 

@@ -18,7 +18,6 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from common.bus import connect_bus
 from common.events import JobDue
 from common.logs import JsonFormatter, _ContextFilter
 from common.metrics import REGISTRY
@@ -27,7 +26,7 @@ from common.settings import Settings
 from common.states import RunStatus
 from common.tracing import starting
 from tests.e2e.test_api_flow import free_port
-from tests.harness import engine_running, insert_job, tap
+from tests.harness import engine_running, insert_job, publish, tap
 from tests.integration.engine.test_flow import write_csv
 
 _EXPORTER = InMemorySpanExporter()
@@ -70,10 +69,8 @@ async def run_csv_job(settings: Settings, data_root: Path, rows: int = 50) -> uu
     )
     run_id = uuid.uuid4()
     async with tap(settings) as t, engine_running(settings):
-        bus = await connect_bus(settings.broker_url, settings.namespace)
         with starting("test trigger", run_id=run_id):
-            await bus.publish(JobDue(job_definition_id=job.id, run_id=run_id))
-        await bus.close()
+            await publish(settings, JobDue(job_definition_id=job.id, run_id=run_id))
         finished = await t.run_finished(run_id)
     assert finished.status is RunStatus.COMPLETED
     return run_id
@@ -150,9 +147,7 @@ async def test_log_lines_carry_run_and_task_ids(
     )
     run_id = uuid.uuid4()
     async with tap(settings) as t, engine_running(settings):
-        bus = await connect_bus(settings.broker_url, settings.namespace)
-        await bus.publish(JobDue(job_definition_id=job.id, run_id=run_id))
-        await bus.close()
+        await publish(settings, JobDue(job_definition_id=job.id, run_id=run_id))
         await t.run_finished(run_id)
     lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
     failed = [line for line in lines if "failed" in line["message"] and line.get("task_id")]
