@@ -1,8 +1,9 @@
 """Live status: the run-coordinator's and workers' notices, fanned out to event streams.
 
 One `LiveHub` per API process holds one private queue on `<ns>.events`, bound to
-`state.changed` (a run's or task's committed status change), `task.progress` (rows so far)
-and `run.finished`, and hands every notice to the streams that subscribed. A stream
+`state.changes` (the runs' and tasks' status changes of one committed transaction),
+`task.progress` (rows so far) and `run.finished`, and hands every notice to the streams
+that subscribed. A stream
 subscribes *before* it reads the current state from the database, so no change is lost
 between the two: the coordinator publishes a notice only after its commit, so a notice
 the stream missed is already in what it reads. Notices queued before that read and older
@@ -33,14 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.schemas import ActiveRuns, RunOut, RunSnapshot, TaskOut
 from common.bus import Bus
 from common.db.models import JobRun, Task
-from common.events import Event, RunFinished, StateChanged, TaskProgress
+from common.events import Event, RunFinished, StateChanged, StateChanges, TaskProgress
 from common.states import FINAL_RUN_STATUSES, FINAL_TASK_STATUSES, RunStatus, TaskStatus
 
 log = logging.getLogger(__name__)
 
 LiveEvent: TypeAlias = StateChanged | TaskProgress | RunFinished
-_MODELS: dict[str, type[LiveEvent]] = {
-    m.routing_key: m for m in (StateChanged, TaskProgress, RunFinished)
+_MODELS: dict[str, type[StateChanges | TaskProgress | RunFinished]] = {
+    m.routing_key: m for m in (StateChanges, TaskProgress, RunFinished)
 }
 STREAM_KEYS = tuple(_MODELS)
 
@@ -162,7 +163,11 @@ class LiveHub:
         except ValidationError:
             log.warning("ignoring a malformed %s notice", message.routing_key, exc_info=True)
             return
-        self.deliver(event)
+        if isinstance(event, StateChanges):
+            for change in event.changes:
+                self.deliver(change)
+        else:
+            self.deliver(event)
 
     def deliver(self, event: LiveEvent) -> None:
         if isinstance(event, StateChanged | RunFinished):

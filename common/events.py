@@ -1,6 +1,7 @@
 """The event contract: every message on the bus is one of these frozen, versioned models.
 
-Records of data never ride the bus; events carry ids and the URIs of staged files.
+Records of data ride the bus only when they are a few kilobytes (`StagedData.inline`);
+otherwise events carry ids and the URIs of staged files.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class Event(BaseModel):
     # Facts the engine cannot lose are published `mandatory`: if no queue takes them the
     # publish fails. Notices (progress, run finished, job changed) may have no listener.
     mandatory: ClassVar[bool] = True
+    # The coordinator keeps what it emits in its outbox until the broker confirmed it, so
+    # a crash or a broker outage after the commit loses nothing. Not worth it for the most
+    # frequent notice (StateChanged): live views read a snapshot when they subscribe.
+    outboxed: ClassVar[bool] = True
 
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     occurred_at: AwareDatetime = Field(default_factory=utcnow)
@@ -48,13 +53,19 @@ class JobDue(Event):
 
 
 class StagedData(BaseModel):
-    """Where an extract left its rows: Parquet files under the staging location."""
+    """Where an extract left its rows: Parquet files under the staging location, or for a
+    result of a few kilobytes (`ORC_STAGING_INLINE_BYTES`) the rows themselves, which
+    saves the files' round trip to the staging store."""
 
     model_config = ConfigDict(frozen=True)
     uri: str
     files: tuple[str, ...]
     rows: int
     columns: dict[str, str] = Field(default_factory=dict, description="name → Arrow type")
+    inline: str | None = Field(
+        default=None,
+        description="A small result itself (base64 of an Arrow IPC stream), instead of files",
+    )
 
 
 class TaskDispatched(Event):
@@ -81,6 +92,10 @@ class TaskDispatched(Event):
 
 
 class TaskStarted(Event):
+    """An attempt runs. Sent only once it has run for `ORC_START_REPORT_SECONDS`: a
+    shorter attempt reports its start inside its outcome (`started_at`, `worker_id`), and
+    the coordinator records both transitions from that one message."""
+
     routing_key: ClassVar[str] = "task.started"
     task_id: uuid.UUID
     run_id: uuid.UUID
@@ -108,6 +123,10 @@ class TaskSucceeded(Event):
         default=None,
         description="Keys to store in the job's state once the run completes.",
     )
+    started_at: AwareDatetime | None = Field(
+        default=None, description="Set when no `TaskStarted` was sent (a short attempt)."
+    )
+    worker_id: str | None = None
 
 
 class TaskFailed(Event):
@@ -117,6 +136,10 @@ class TaskFailed(Event):
     attempt: int
     error: str
     retryable: bool = True
+    started_at: AwareDatetime | None = Field(
+        default=None, description="Set when no `TaskStarted` was sent (a short attempt)."
+    )
+    worker_id: str | None = None
 
 
 class RunFinished(Event):
@@ -173,7 +196,8 @@ class WorkerHeartbeat(Event):
 
 
 class StateChanged(Event):
-    """A notice the coordinator sends after it committed a run's or a task's new status.
+    """A run's or a task's new status, committed by the coordinator. Travels inside a
+    `StateChanges` notice with the other changes of the same transaction.
 
     Live views (the API's event stream) follow runs through these; `task_id` is None
     when the run itself changed.
@@ -181,6 +205,7 @@ class StateChanged(Event):
 
     routing_key: ClassVar[str] = "state.changed"
     mandatory: ClassVar[bool] = False
+    outboxed: ClassVar[bool] = False
     job_definition_id: uuid.UUID
     run_id: uuid.UUID
     run_status: RunStatus
@@ -190,6 +215,17 @@ class StateChanged(Event):
     attempt: int | None = None
     rows: int | None = None
     error_message: str | None = None
+
+
+class StateChanges(Event):
+    """The status changes one coordinator transaction committed, in the order they
+    happened. One message per transaction rather than one per change: a short run makes
+    nine changes, and sent one by one they were most of the bus's traffic."""
+
+    routing_key: ClassVar[str] = "state.changes"
+    mandatory: ClassVar[bool] = False
+    outboxed: ClassVar[bool] = False
+    changes: tuple[StateChanged, ...]
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -204,6 +240,6 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RunCancelRequested,
     RunCancelled,
     WorkerHeartbeat,
-    StateChanged,
+    StateChanges,
 )
 EVENTS_BY_ROUTING_KEY: dict[str, type[Event]] = {e.routing_key: e for e in EVENT_TYPES}

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         "worker; from then on the worker's heartbeats vouch for it. Keep it well under "
         "`consumer_timeout`.",
     )
+    start_report_seconds: float = Field(
+        default=0.2,
+        ge=0,
+        description="A worker reports an attempt's start (`TaskStarted`, the task shows "
+        "RUNNING) once it has run this long; a shorter attempt reports its start with its "
+        "outcome, one message instead of two. 0 reports every start at once.",
+    )
     outbox_relay_seconds: float = Field(
         default=10.0,
         gt=0,
@@ -135,6 +142,13 @@ class Settings(BaseSettings):
         default=24.0,
         gt=0,
         description="How long the staged files of a run are kept before the cleanup removes them.",
+    )
+    staging_inline_bytes: int = Field(
+        default=16_384,
+        ge=0,
+        le=1_048_576,
+        description="An extract whose result serialises to at most this many bytes (Arrow "
+        "IPC) sends it inside its event instead of staging files; 0 always stages files.",
     )
 
     metrics_port: int | None = Field(

@@ -14,6 +14,7 @@ schemas (a missing column reads as nulls, int64 widens to double, null to any ty
 
 from __future__ import annotations
 
+import base64
 import itertools
 import uuid
 from collections.abc import Container, Iterable, Iterator
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.ipc
 import pyarrow.parquet as pq
 
 from common.errors import PermanentError
@@ -46,8 +48,9 @@ def peek(
 class StagingArea:
     """Parquet part files per (run, task) under one base folder or URI."""
 
-    def __init__(self, url: str, rows_per_file: int = ROWS_PER_FILE) -> None:
+    def __init__(self, url: str, rows_per_file: int = ROWS_PER_FILE, inline_bytes: int = 0) -> None:
         self._rows_per_file = rows_per_file
+        self._inline_bytes = inline_bytes
         if "://" in url:
             self._fs, self._base = pafs.FileSystem.from_uri(url)
             parts = urlsplit(url)
@@ -85,11 +88,16 @@ class StagingArea:
         if schema is None and isinstance(batches, pa.RecordBatchReader):
             schema = batches.schema
         relative = f"{run_id}/{task_id}" + (f"/{execution}" if execution else "")
+        stream: Iterator[pa.RecordBatch] = iter(batches)
+        if self._inline_bytes:
+            small, stream = self._small_result(stream)
+            if small is not None:
+                return _inline(self._uri(relative), small)
         folder = f"{self._base}/{relative}"
         self._fs.delete_dir_contents(folder, missing_dir_ok=True)
         self._fs.create_dir(folder, recursive=True)
 
-        first, stream = peek(batches)
+        first, stream = peek(stream)
         if first is not None:
             schema = first.schema
         if schema is None:
@@ -129,9 +137,28 @@ class StagingArea:
             columns={field.name: str(field.type) for field in unified},
         )
 
+    def _small_result(
+        self, stream: Iterator[pa.RecordBatch]
+    ) -> tuple[pa.Table | None, Iterator[pa.RecordBatch]]:
+        """The whole result as a table if it is small enough to go inline (one schema, at
+        most `inline_bytes`), else None and a stream that still yields every batch."""
+        taken: list[pa.RecordBatch] = []
+        size = 0
+        for batch in stream:
+            taken.append(batch)
+            size += batch.nbytes
+            if size > self._inline_bytes or not batch.schema.equals(taken[0].schema):
+                return None, itertools.chain(taken, stream)
+        if not taken:
+            return None, iter(())
+        return pa.Table.from_batches(taken), iter(())
+
     def read(self, staged: StagedData) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """The staged schema and a stream of its batches, file after file, each batch in
         that schema (the parts' schemas unified when they differ)."""
+        if staged.inline is not None:
+            table = _from_inline(staged.inline)
+            return table.schema, iter(table.to_batches())
         paths = [self._path(file) for file in staged.files]
         if not paths:
             return pa.schema([]), iter(())
@@ -213,6 +240,26 @@ class StagingArea:
         if ".." in relative.split("/"):
             raise PermanentError(f"{uri} escapes the staging area {self._base_uri}")
         return f"{self._base}/{relative}"
+
+
+def _inline(uri: str, table: pa.Table) -> StagedData:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return StagedData(
+        uri=uri,
+        files=(),
+        rows=table.num_rows,
+        columns={field.name: str(field.type) for field in table.schema},
+        inline=base64.b64encode(sink.getvalue().to_pybytes()).decode("ascii"),
+    )
+
+
+def _from_inline(data: str) -> pa.Table:
+    try:
+        return pa.ipc.open_stream(base64.b64decode(data, validate=True)).read_all()
+    except (ValueError, pa.ArrowInvalid) as exc:
+        raise PermanentError(f"inline staged data is not an Arrow IPC stream: {exc}") from exc
 
 
 def _part_name(index: int) -> str:

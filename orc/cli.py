@@ -7,6 +7,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -15,6 +16,7 @@ from common.asyncapi import asyncapi_document
 from common.db.migrate import upgrade, upgrade_async
 from common.settings import Settings
 from orc import runtime
+from orc.children import worker_processes as worker_processes_runner
 from orc.client import api_url
 from orc.commands import jobs, runs, tokens
 from orc.commands.common import load_settings
@@ -76,8 +78,19 @@ def _announce(settings: Settings, up_token: UpToken) -> None:
 def up(
     demo: Annotated[bool, typer.Option(help="Create and trigger the demo job.")] = True,
     concurrency: ConcurrencyOption = 4,
+    worker_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-processes",
+            "-w",
+            min=0,
+            help="`orc worker` processes to start beside this one (default: one per core "
+            "but one); 0 runs the worker in this process.",
+        ),
+    ] = None,
 ) -> None:
-    """Every component in one process: API, scheduler, coordinator, workers.
+    """Every component on one machine: API, scheduler and coordinator in this process,
+    workers in child processes (or, with `--worker-processes 0`, in this one too).
 
     With no token configured (ORC_API_TOKEN, ORC_ADMIN_TOKEN), it makes an admin token,
     prints it and saves it in ORC_TOKEN_FILE (.orc/token) for the CLI.
@@ -86,12 +99,17 @@ def up(
     with errors_as_lines():
         up_token = asyncio.run(_prepare_up(settings))
     _announce(settings, up_token)
+    children = max((os.cpu_count() or 1) - 1, 1) if worker_processes is None else worker_processes
     _run(
         {
             "api": runtime.run_api,
             "scheduler": runtime.run_scheduler,
             "coordinator": runtime.run_coordinator,
-            "worker": runtime.worker_runner(runtime.ALL_QUEUES, concurrency),
+            "worker": (
+                worker_processes_runner(children, runtime.ALL_QUEUES, concurrency)
+                if children
+                else runtime.worker_runner(runtime.ALL_QUEUES, concurrency)
+            ),
         },
         migrate=True,
         after_start=functools.partial(install_demo, token=up_token.token) if demo else None,

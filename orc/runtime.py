@@ -93,7 +93,7 @@ def worker_runner(queues: Sequence[str], concurrency: int) -> Component:
         s = res.settings
         worker = Worker(
             res.bus,
-            StagingArea(s.staging_url),
+            StagingArea(s.staging_url, inline_bytes=s.staging_inline_bytes),
             s.resolved_data_root,
             WorkerConfig(
                 queues=tuple(queues),
@@ -101,6 +101,7 @@ def worker_runner(queues: Sequence[str], concurrency: int) -> Component:
                 heartbeat_seconds=s.heartbeat_seconds,
                 grace_seconds=s.worker_grace_seconds,
                 long_task_ack_seconds=s.long_task_ack_seconds,
+                start_report_seconds=s.start_report_seconds,
                 execution=ExecutionOptions.from_settings(s),
             ),
         )

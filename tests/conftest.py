@@ -114,6 +114,9 @@ def settings(
         namespace=clean_namespace,
         staging_url=str(tmp_path / "staging"),
         data_root=data_root,
+        # These tests observe every attempt's start on the bus; the lazy start report
+        # (the default) has tests of its own (tests/integration/engine/test_start_report.py).
+        start_report_seconds=0,
     )
 
 
@@ -128,4 +131,7 @@ def sqlite_settings(
         namespace=clean_namespace,
         staging_url=str(tmp_path / "staging"),
         data_root=data_root,
+        # These tests observe every attempt's start on the bus; the lazy start report
+        # (the default) has tests of its own (tests/integration/engine/test_start_report.py).
+        start_report_seconds=0,
     )

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from common.bus import Bus, Outgoing, connect_bus
 from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.models import JobDefinition, JobRun, Task
-from common.events import EVENTS_BY_ROUTING_KEY, Event, RunFinished
+from common.events import EVENTS_BY_ROUTING_KEY, Event, RunFinished, StateChanges
 from common.settings import Settings
 from common.states import TaskType
 from orc import runtime
@@ -41,8 +41,12 @@ class Tap:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         model = EVENTS_BY_ROUTING_KEY.get(message.routing_key or "")
-        if model is not None:
-            await self.received.put(model.model_validate_json(message.body))
+        if model is None:
+            return
+        event = model.model_validate_json(message.body)
+        # Status changes travel folded, one message per transaction: a test awaits each.
+        for one in event.changes if isinstance(event, StateChanges) else (event,):
+            await self.received.put(one)
 
     async def next(self, model: type[E], timeout: float = 20.0, **match: Any) -> E:
         """The next event of this type whose fields equal `match` (others are skipped)."""

@@ -73,6 +73,7 @@ class WorkerConfig:
     heartbeat_seconds: float = 5.0
     grace_seconds: float = 30.0
     long_task_ack_seconds: float = 600.0
+    start_report_seconds: float = 0.2
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
 
 
@@ -237,28 +238,51 @@ class Worker:
         attempt = _Attempt(task, message)
         self._running[task.task_id] = attempt
         self._idle.clear()
-        # The start is confirmed while the task already runs: only the outcome must wait
+        started_at = utcnow()
+        # The start is reported only if the attempt is still running after a moment; a
+        # shorter one carries its start in its outcome (half the messages for small tasks).
+        # Once sent, the start is confirmed while the task runs: only the outcome waits
         # for it (one channel keeps the order, so the coordinator sees the start first).
-        started = asyncio.ensure_future(
-            self.bus.publish(
-                TaskStarted(
-                    task_id=task.task_id,
-                    run_id=task.run_id,
-                    attempt=task.attempt,
-                    worker_id=self.worker_id,
-                )
+        started: list[asyncio.Future[None]] = []
+
+        def report_start() -> None:
+            event = TaskStarted(
+                task_id=task.task_id,
+                run_id=task.run_id,
+                attempt=task.attempt,
+                worker_id=self.worker_id,
+                occurred_at=started_at,
             )
-        )
+            started.append(asyncio.ensure_future(self.bus.publish(event)))
+
+        loop = asyncio.get_running_loop()
+        if self.config.start_report_seconds > 0:
+            timer: asyncio.TimerHandle | None = loop.call_later(
+                self.config.start_report_seconds, report_start
+            )
+        else:
+            timer = None
+            report_start()
         try:
             outcome = await self._execute(attempt)
-            await started
+            if timer is not None:
+                timer.cancel()
+            if started:
+                await started[0]
+            else:
+                outcome = outcome.model_copy(
+                    update={"started_at": started_at, "worker_id": self.worker_id}
+                )
             if attempt.stop_reason == "worker shutting down":
                 return
             await self.bus.publish(outcome)
             await attempt.settle()
         finally:
-            if not started.done():
-                started.cancel()
+            if timer is not None:
+                timer.cancel()
+            for future in started:
+                if not future.done():
+                    future.cancel()
             self._running.pop(task.task_id, None)
             if not self._running:
                 self._idle.set()

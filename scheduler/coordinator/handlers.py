@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -67,15 +67,14 @@ def retry_policy(job: JobDefinition) -> RetryPolicy:
 
 
 async def _run_for_update(uow: UnitOfWork, run_id: uuid.UUID) -> JobRun | None:
+    if run_id in uow.locked_runs or (JobRun, run_id) in uow.absent:
+        return await uow.get(JobRun, run_id)
     stmt = select(JobRun).where(JobRun.id == run_id).with_for_update()
     return (await uow.session.execute(stmt)).scalar_one_or_none()
 
 
 async def _job_state(uow: UnitOfWork, job_id: uuid.UUID) -> dict[str, Any]:
-    rows = await uow.session.execute(
-        select(JobState.key, JobState.value).where(JobState.job_definition_id == job_id)
-    )
-    return {key: value for key, value in rows.all()}
+    return {key: row.value for key, row in (await uow.job_state(job_id)).items()}
 
 
 def _notice(uow: UnitOfWork, run: JobRun, task: Task | None = None) -> None:
@@ -154,7 +153,7 @@ async def _current(
     """The run and task an outcome is about, if it concerns their current attempt (or,
     with `earlier_ok`, an earlier one)."""
     run = await _run_for_update(uow, run_id)
-    task = await uow.session.get(Task, tid)
+    task = await uow.get(Task, tid)
     if run is None or task is None or task.job_run_id != run.id:
         log.warning("%s for unknown run %s or task %s, dropped", what, run_id, tid)
         return None
@@ -168,10 +167,10 @@ async def _current(
 
 async def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> None:
     run_id = resolve_run_id(event, message_id)
-    job = await uow.session.get(JobDefinition, event.job_definition_id)
+    job = await uow.get(JobDefinition, event.job_definition_id)
     if job is None:
         raise PoisonMessage(f"JobDue names no known job: {event.job_definition_id}")
-    if await uow.session.get(JobRun, run_id) is not None:
+    if await uow.get(JobRun, run_id) is not None:
         return
     run = JobRun(
         id=run_id,
@@ -190,8 +189,8 @@ async def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> 
         max_attempts=job.max_attempts,
         created_at=uow.now,
     )
-    uow.session.add_all([run, task])
-    await uow.session.flush()
+    uow.add(run, run.id)
+    uow.add(task, task.id)
     await _dispatch(uow, job, run, task, None)
     _notice(uow, run)
     _notice(uow, run, task)
@@ -202,15 +201,22 @@ async def on_task_started(event: TaskStarted, uow: UnitOfWork) -> None:
     if found is None:
         return
     run, task = found
+    _record_start(uow, run, task, event.worker_id, event.occurred_at)
+
+
+def _record_start(
+    uow: UnitOfWork, run: JobRun, task: Task, worker_id: str | None, at: datetime | None
+) -> None:
+    """The attempt runs: the task (and the run, if pending) go RUNNING."""
     # Already RUNNING: the message was redelivered to another worker, which now owns it.
-    task.worker_id = event.worker_id
+    task.worker_id = worker_id or task.worker_id
     if task.status is TaskStatus.RUNNING:
         return
     task.status = TaskStatus.RUNNING
-    task.started_at = task.started_at or uow.now
+    task.started_at = task.started_at or at or uow.now
     if run.status is RunStatus.PENDING:
         run.status = RunStatus.RUNNING
-        run.started_at = uow.now
+        run.started_at = task.started_at
         _notice(uow, run)
     _notice(uow, run, task)
 
@@ -225,10 +231,12 @@ async def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
     if found is None:
         return
     run, task = found
-    job = await uow.session.get(JobDefinition, run.job_definition_id)
+    job = await uow.get(JobDefinition, run.job_definition_id)
     if job is None:
         log.warning("run %s lost its job definition, dropped", run.id)
         return
+    if event.started_at is not None and task.attempt_count == event.attempt:
+        _record_start(uow, run, task, event.worker_id, event.started_at)
     task.status = TaskStatus.COMPLETED
     task.started_at = task.started_at or uow.now
     task.completed_at = uow.now
@@ -251,8 +259,7 @@ async def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
             max_attempts=job.max_attempts,
             created_at=uow.now,
         )
-        uow.session.add(load)
-        await uow.session.flush()
+        uow.add(load, load.id)
         await _dispatch(uow, job, run, load, event.staged)
         _notice(uow, run, load)
         return
@@ -262,12 +269,16 @@ async def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
 
 async def _save_state_update(uow: UnitOfWork, run: JobRun) -> None:
     """Keep what the extract asked to remember, now that its data is loaded."""
-    extract = await uow.session.get(Task, task_id(run.id, TaskType.EXTRACT))
+    extract = await uow.get(Task, task_id(run.id, TaskType.EXTRACT))
     update = (extract.output or {}).get("state_update") if extract else None
-    for key, value in (update or {}).items():
-        row = await uow.session.get(JobState, (run.job_definition_id, key))
+    if not update:
+        return
+    rows = await uow.job_state(run.job_definition_id)
+    for key, value in update.items():
+        row = rows.get(key)
         if row is None:
-            uow.session.add(JobState(job_definition_id=run.job_definition_id, key=key, value=value))
+            rows[key] = JobState(job_definition_id=run.job_definition_id, key=key, value=value)
+            uow.add(rows[key], (run.job_definition_id, key))
         else:
             row.value = value
 
@@ -277,6 +288,8 @@ async def on_task_failed(event: TaskFailed, uow: UnitOfWork) -> None:
     if found is None:
         return
     run, task = found
+    if event.started_at is not None:
+        _record_start(uow, run, task, event.worker_id, event.started_at)
     await fail_attempt(uow, run, task, event.error, event.retryable)
 
 
@@ -284,13 +297,13 @@ async def fail_attempt(
     uow: UnitOfWork, run: JobRun, task: Task, error: str, retryable: bool
 ) -> None:
     """The current attempt failed: retry after a back-off, or fail the task and the run."""
-    job = await uow.session.get(JobDefinition, run.job_definition_id)
+    job = await uow.get(JobDefinition, run.job_definition_id)
     task.error_message = error
     if job is not None and retryable and task.attempt_count < task.max_attempts:
         task.status = TaskStatus.RETRYING
         staged = None
         if task.task_type is TaskType.LOAD:
-            extract = await uow.session.get(Task, task_id(run.id, TaskType.EXTRACT))
+            extract = await uow.get(Task, task_id(run.id, TaskType.EXTRACT))
             raw = (extract.output or {}).get("staged") if extract else None
             staged = StagedData.model_validate(raw) if raw else None
         rung = retry_policy(job).rung(task.attempt_count)

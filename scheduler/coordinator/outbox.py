@@ -23,6 +23,7 @@ RELAY_BATCH = 500
 
 
 def store(session: AsyncSession, outgoing: Sequence[Outgoing]) -> list[uuid.UUID]:
+    """Add the events that must survive a crash (`Event.outboxed`); returns their ids."""
     rows = [
         OutboxMessage(
             id=o.event.event_id,
@@ -32,16 +33,22 @@ def store(session: AsyncSession, outgoing: Sequence[Outgoing]) -> list[uuid.UUID
             body=o.event.model_dump_json(),
         )
         for o in outgoing
+        if o.event.outboxed
     ]
     session.add_all(rows)
     return [r.id for r in rows]
+
+
+async def delete_rows(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
+    if ids:
+        await session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
 
 
 async def clear(sessionmaker: async_sessionmaker[AsyncSession], ids: Sequence[uuid.UUID]) -> None:
     if not ids:
         return
     async with sessionmaker() as session, session.begin():
-        await session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
+        await delete_rows(session, ids)
 
 
 async def relay(

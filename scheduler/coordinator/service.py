@@ -16,14 +16,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.bus import Bus, Outgoing
@@ -45,6 +46,7 @@ from common.topology import coordinator_queue, dead_watch_queue
 from common.tracing import consuming
 from scheduler.coordinator import outbox
 from scheduler.coordinator.dead_letters import on_dead_letter
+from scheduler.coordinator.preload import preload
 from scheduler.coordinator.router import Route, parse
 from scheduler.coordinator.uow import ConfigSealer, UnitOfWork
 from scheduler.coordinator.workers import mark_lost_workers
@@ -55,6 +57,8 @@ T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 5.0
 CLEANUP_INTERVAL_SECONDS = 600.0
 DB_ERRORS = (OperationalError, DBAPIError, OSError)
+MAX_BATCHES_IN_FLIGHT = 4
+"""Committed batches whose events may await their confirms while the next is handled."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,10 @@ class CoordinatorConfig:
     seal: ConfigSealer | None = None
     staging: StagingArea | None = None
     staging_retention_seconds: float = 24 * 3600.0
+
+
+class _OneByOne(Exception):
+    """A batch needs handling message by message (a handler failed, or a row was refused)."""
 
 
 @dataclass
@@ -90,12 +98,16 @@ class Coordinator:
         # Heartbeats that piled up while this coordinator (or its database) was away are
         # still queued: judge no worker lost until they have had a window to arrive.
         self._quiet_until = time.monotonic() + self._silence_seconds
+        self._confirmed: list[uuid.UUID] = []
+        """Outbox rows whose publish was confirmed; deleted by the next transaction."""
+        self._sending: set[asyncio.Task[None]] = set()
+        self._sending_slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
 
     async def run(self) -> None:
         """Consume until cancelled; unacked messages return to the queue on close."""
         ns = self.bus.topology.namespace
         await self.bus.consume(
-            coordinator_queue(ns), self._inbox.put, prefetch=max(self.config.batch_size, 1)
+            coordinator_queue(ns), self._inbox.put, prefetch=max(self.config.batch_size, 1) * 2
         )
         await self.bus.consume(dead_watch_queue(ns), self._on_dead_letter, prefetch=20)
         maintenance = asyncio.create_task(self._maintain())
@@ -107,39 +119,52 @@ class Coordinator:
                 try:
                     await self._handle_batch(batch)
                 except Exception:
-                    # Typically the broker went away mid-batch. The state and its outbox are
-                    # committed, so handing the messages back is safe.
                     log.exception("batch of %d failed; returning it to the queue", len(batch))
                     await _requeue(batch)
         finally:
             maintenance.cancel()
+            for task in list(self._sending):
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
 
-    async def _transact(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-        """Run `work` in one transaction (retried while the database is unreachable), then
-        publish what it emitted and clear it from the outbox."""
+    async def _commit(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> tuple[T, UnitOfWork]:
+        """Run `work` in one transaction, retried while the database is unreachable.
+
+        What it emitted goes to the outbox in the same transaction; outbox rows whose
+        publish was confirmed since the last commit are deleted in it too.
+        """
         delay = 0.1
         while True:
+            confirmed, self._confirmed = self._confirmed, []
             try:
                 async with self.sessionmaker() as session, session.begin():
                     uow = UnitOfWork(session)
                     if self.config.seal is not None:
                         uow.seal = self.config.seal
                     result = await work(uow)
-                    ids = outbox.store(session, uow.outbox)
-                break
+                    outbox.store(session, uow.outbox)
+                    await outbox.delete_rows(session, confirmed)
+                return result, uow
             except DB_ERRORS as exc:
+                self._confirmed.extend(confirmed)
                 self._quiet_until = time.monotonic() + self._silence_seconds
                 log.warning("state store unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
-        await self.bus.publish_many(uow.outbox)
+            except BaseException:
+                self._confirmed.extend(confirmed)
+                raise
+
+    async def _publish(self, uow: UnitOfWork) -> None:
+        """Publish what a committed unit emitted; its outbox rows go with the next commit."""
+        await self.bus.publish_many(uow.to_publish())
         count_outcomes(uow.outbox)
-        try:
-            await outbox.clear(self.sessionmaker, ids)
-        except DB_ERRORS:
-            log.warning("outbox not cleared; the relay will send %d events again", len(ids))
+        self._confirmed.extend(o.event.event_id for o in uow.outbox if o.event.outboxed)
+
+    async def _transact(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        result, uow = await self._commit(work)
+        await self._publish(uow)
         return result
 
     async def _handle_batch(self, messages: list[AbstractIncomingMessage]) -> None:
@@ -154,32 +179,68 @@ class Coordinator:
             items.append(_Item(message, event, route))
         if not items:
             return
-        rejected = await self._transact(lambda uow: self._apply(items, uow))
-        for item in items:
-            reason = rejected.get(id(item))
-            if reason is None:
-                if isinstance(item.event, WorkerHeartbeat):
-                    HEARTBEATS.inc()
-                await item.message.ack()
-            else:
-                await self.bus.dead_letter(item.message, reason)
+        try:
+            rejected, uow = await self._commit(lambda uow: self._apply_fast(items, uow))
+        except _OneByOne:
+            rejected, uow = await self._commit(lambda uow: self._apply_careful(items, uow))
+        # The next batch is handled while this one's events wait for their confirms:
+        # its messages are acked only once they are confirmed, so nothing is lost if the
+        # broker goes away, and the redelivered messages find their effects committed.
+        await self._sending_slots.acquire()
+        sending = asyncio.create_task(self._settle(items, uow, rejected))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
 
-    async def _apply(self, items: list[_Item], uow: UnitOfWork) -> dict[int, str]:
+    async def _settle(self, items: list[_Item], uow: UnitOfWork, rejected: dict[int, str]) -> None:
+        try:
+            await self._publish(uow)
+            for item in items:
+                reason = rejected.get(id(item))
+                if reason is None:
+                    if isinstance(item.event, WorkerHeartbeat):
+                        HEARTBEATS.inc()
+                    await item.message.ack()
+                else:
+                    await self.bus.dead_letter(item.message, reason)
+        except Exception:
+            # Typically the broker went away. The state and its outbox are committed (the
+            # relay sends the events), so handing the messages back is safe.
+            log.exception("batch of %d not settled; returning it to the queue", len(items))
+            await _requeue([item.message for item in items])
+        finally:
+            self._sending_slots.release()
+
+    async def _apply_fast(self, items: list[_Item], uow: UnitOfWork) -> dict[int, str]:
+        """The whole batch without savepoints, its rows read up front and written at
+        once. Any handler error sends the batch to `_apply_careful` instead."""
+        await preload(uow, [(item.event, item.message.message_id) for item in items])
+        for item in items:
+            try:
+                with self._observed(item):
+                    await item.route.handle(item.event, uow, item.message.message_id)
+            except DB_ERRORS:
+                raise
+            except Exception as exc:
+                raise _OneByOne from exc
+        try:
+            await uow.session.flush()
+        except IntegrityError as exc:
+            raise _OneByOne from exc
+        return {}
+
+    async def _apply_careful(self, items: list[_Item], uow: UnitOfWork) -> dict[int, str]:
+        """One savepoint per message, so a bad one is set aside and the rest commit."""
         rejected: dict[int, str] = {}
         session = uow.session
         for item in items:
             mark = len(uow.outbox)
             try:
-                with (
-                    log_context(**_fields(item.event)),
-                    consuming(
-                        f"coordinator {type(item.event).__name__}",
-                        item.message.headers,
-                        **_fields(item.event),
-                    ),
-                ):
+                with self._observed(item):
                     async with session.begin_nested():
                         await item.route.handle(item.event, uow, item.message.message_id)
+            except IntegrityError as exc:
+                rejected[id(item)] = f"state store refused it: {exc.orig!r}"
+                del uow.outbox[mark:]
             except DB_ERRORS:
                 raise
             except Exception as exc:
@@ -191,6 +252,16 @@ class Coordinator:
                 rejected[id(item)] = reason
                 del uow.outbox[mark:]
         return rejected
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _observed(item: _Item) -> Iterator[None]:
+        fields = _fields(item.event)
+        with (
+            log_context(**fields),
+            consuming(f"coordinator {type(item.event).__name__}", item.message.headers, **fields),
+        ):
+            yield
 
     async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
         async def work(uow: UnitOfWork) -> None:
@@ -217,9 +288,19 @@ class Coordinator:
                 if time.monotonic() >= self._quiet_until:
                     lost = await self._transact(lambda uow: mark_lost_workers(uow, silence))
                     WORKERS_LOST.inc(len(lost))
+                if self._confirmed:
+                    await self._transact(_nothing)
                 await outbox.relay(self.bus, self.sessionmaker, relay_age)
-                for queue, depth in (await self.bus.queue_depths()).items():
+                depths = await self.bus.queue_depths()
+                for queue, depth in depths.items():
                     QUEUE_MESSAGES.labels(queue).set(depth)
+                if (
+                    depths.get(coordinator_queue(self.bus.topology.namespace), 0)
+                    > self.config.batch_size
+                ):
+                    # Heartbeats queue behind the backlog like any message: a worker is
+                    # not silent, it is waiting its turn. Judge none lost until it drains.
+                    self._quiet_until = time.monotonic() + self._silence_seconds
                 if time.monotonic() >= next_cleanup:
                     next_cleanup = time.monotonic() + CLEANUP_INTERVAL_SECONDS
                     await self._clean_staging()
@@ -246,6 +327,10 @@ class Coordinator:
         removed = await asyncio.to_thread(staging.remove_older_than, age, active)
         if removed:
             log.info("removed staged files of %d finished runs", len(removed))
+
+
+async def _nothing(uow: UnitOfWork) -> None:
+    """A transaction that only deletes the confirmed outbox rows (when no batch comes)."""
 
 
 def _fields(event: Event) -> dict[str, Any]:

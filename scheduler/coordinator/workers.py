@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 async def on_heartbeat(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
-    worker = await uow.session.get(Worker, event.worker_id)
+    worker = await uow.get(Worker, event.worker_id)
     if worker is None:
         worker = Worker(
             id=event.worker_id,
@@ -29,7 +29,7 @@ async def on_heartbeat(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
             last_seen=uow.now,
             status=event.status,
         )
-        uow.session.add(worker)
+        uow.add(worker, worker.id)
         return
     if worker.status is WorkerStatus.STOPPED:
         return
@@ -44,8 +44,8 @@ async def on_heartbeat(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
 async def _retry_abandoned(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
     """A stopping worker names the attempts it could not hand back to the broker."""
     for ref in event.running:
-        task = await uow.session.get(Task, ref.task_id)
-        run = await uow.session.get(JobRun, ref.run_id)
+        task = await uow.get(Task, ref.task_id)
+        run = await uow.get(JobRun, ref.run_id)
         if task is None or run is None or run.status in FINAL_RUN_STATUSES:
             continue
         if task.status is TaskStatus.RUNNING and task.attempt_count == ref.attempt:

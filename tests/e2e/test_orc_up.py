@@ -5,6 +5,7 @@ given no token, then works; and the process stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import stat
 import sys
 from pathlib import Path
 
+import aio_pika
 import httpx
 import pytest
 
@@ -120,3 +122,77 @@ async def test_orc_up_gives_the_cli_a_token(
         again.send_signal(signal.SIGTERM)
         await asyncio.wait_for(again.wait(), 30)
     assert (tmp_path / ".orc" / "token").read_text().strip() == token
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def _queue_consumers(broker_url: str, name: str) -> int:
+    connection = await aio_pika.connect(broker_url)
+    try:
+        queue = await (await connection.channel()).declare_queue(name, passive=True)
+        return int(queue.declaration_result.consumer_count or 0)
+    finally:
+        await connection.close()
+
+
+async def test_orc_up_runs_its_workers_in_child_processes_that_die_with_it(
+    clean_namespace: str, broker_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORC_")}
+    env |= {
+        "ORC_NAMESPACE": clean_namespace,
+        "ORC_BROKER_URL": broker_url,
+        "ORC_API_PORT": str(free_port()),
+        "ORC_ADMIN_TOKEN": "orc_test_children",
+    }
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "orc", "up", "--no-demo", "--worker-processes", "2"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=(tmp_path / "up.log").open("wb"),
+    )
+    extract_queue = f"{clean_namespace}.tasks.extract"
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                with contextlib.suppress(Exception):
+                    if await _queue_consumers(broker_url, extract_queue) == 2:
+                        break
+                await asyncio.sleep(0.2)
+        workers = _children(up.pid)
+        assert len(workers) == 2, (tmp_path / "up.log").read_text()
+        # `kill -9` leaves no time to stop them: they must notice on their own.
+        up.kill()
+        await up.wait()
+        async with asyncio.timeout(30):
+            while any(_alive(pid) for pid in workers):
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(30):
+            while await _queue_consumers(broker_url, extract_queue) != 0:
+                await asyncio.sleep(0.2)
+    finally:
+        if up.returncode is None:
+            up.kill()
+            await up.wait()

@@ -20,6 +20,7 @@ from common.bus import Bus
 from common.events import (
     EVENTS_BY_ROUTING_KEY,
     Event,
+    StateChanges,
     TaskDispatched,
     TaskFailed,
     TaskStarted,
@@ -67,6 +68,9 @@ class Recorder:
             event = None
         if event is None:
             self.unparsed += 1
+        elif isinstance(event, StateChanges):
+            at = time.monotonic()
+            self.seen.extend(Seen(change, key, at) for change in event.changes)
         else:
             self.seen.append(Seen(event, key, time.monotonic()))
         self._bell.set()

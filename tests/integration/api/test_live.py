@@ -22,7 +22,7 @@ from api.schemas import RunOut, RunSnapshot, TaskOut
 from common.bus import Bus, connect_bus
 from common.db.engine import make_engine, make_sessionmaker
 from common.db.models import JobDefinition, JobRun, Task
-from common.events import RunFinished, StateChanged, TaskProgress
+from common.events import RunFinished, StateChanged, StateChanges, TaskProgress
 from common.settings import Settings
 from common.states import RunStatus, TaskStatus, TaskType, Trigger
 from orc.client import StreamEvent, parse_sse
@@ -102,8 +102,9 @@ class Scene:
         finally:
             await engine.dispose()
 
-    def state(self, task_status: TaskStatus | None, run_status: RunStatus) -> StateChanged:
-        return StateChanged(
+    def state(self, task_status: TaskStatus | None, run_status: RunStatus) -> StateChanges:
+        """One status change, as the coordinator publishes it (inside `StateChanges`)."""
+        change = StateChanged(
             job_definition_id=self.job_id,
             run_id=self.run_id,
             run_status=run_status,
@@ -112,6 +113,7 @@ class Scene:
             task_status=task_status,
             attempt=1 if task_status else None,
         )
+        return StateChanges(changes=(change,))
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ async def test_retryable_failure_retries_with_backoff_then_succeeds(
 async def test_exhausted_retries_fail_task_and_run_with_last_error(fast_settings: Settings) -> None:
     settings = fast_settings
     job = await make_job(settings, "flaky", {"fail_times": 99}, max_attempts=2)
-    async with tap(settings, "state.changed", "run.finished") as t, engine_running(settings):
+    async with tap(settings, "state.changes", "run.finished") as t, engine_running(settings):
         run_id = await trigger(settings, job)
         retrying = await t.next(StateChanged, run_id=run_id, task_status=TaskStatus.RETRYING)
         finished = await t.run_finished(run_id)

@@ -173,3 +173,45 @@ def test_peek_keeps_every_batch() -> None:
     assert first.num_rows == 1
     assert [b.column(0)[0].as_py() for b in rest] == [0, 1]
     assert peek([])[0] is None
+
+
+def test_a_small_result_travels_inline_and_writes_no_file(tmp_path: Path) -> None:
+    area = StagingArea(str(tmp_path / "staging"), inline_bytes=4096)
+    batches = [batch(0, 3), batch(3, 2)]
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), batches)
+    assert staged.inline is not None and staged.files == ()
+    assert (staged.rows, staged.columns) == (5, {"id": "int64", "name": "string"})
+    assert not (tmp_path / "staging").exists()
+    # What rides the bus is the model's JSON: the rows survive the round trip.
+    again = StagedData.model_validate_json(staged.model_dump_json())
+    assert read_table(area, again).equals(pa.Table.from_batches(batches))
+
+
+def test_a_result_over_the_inline_limit_is_staged_as_files(tmp_path: Path) -> None:
+    area = StagingArea(str(tmp_path / "staging"), inline_bytes=256)
+    batches = [batch(i * 20, 20) for i in range(5)]
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), batches)
+    assert staged.inline is None and len(staged.files) == 1
+    assert read_table(area, staged).equals(pa.Table.from_batches(batches))
+
+
+def test_a_small_result_whose_schema_changes_is_staged_as_files(tmp_path: Path) -> None:
+    area = StagingArea(str(tmp_path / "staging"), inline_bytes=4096)
+    wider = pa.record_batch([pa.array([9]), pa.array(["x"]), pa.array([1.5])], ["id", "name", "v"])
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 2), wider])
+    assert staged.inline is None and len(staged.files) == 2
+    assert staged.rows == 3
+
+
+def test_an_empty_result_keeps_its_columns_in_a_file(tmp_path: Path) -> None:
+    area = StagingArea(str(tmp_path / "staging"), inline_bytes=4096)
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), pa.RecordBatchReader.from_batches(SCHEMA, []))
+    assert staged.inline is None and staged.rows == 0
+    schema, batches = area.read(staged)
+    assert schema == SCHEMA and list(batches) == []
+
+
+def test_inline_data_that_is_not_arrow_fails_for_good(area: StagingArea) -> None:
+    staged = StagedData(uri="file:///x", files=(), rows=1, inline="bm90IGFycm93")
+    with pytest.raises(PermanentError, match="not an Arrow IPC stream"):
+        area.read(staged)
