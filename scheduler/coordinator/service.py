@@ -241,9 +241,11 @@ class Coordinator:
             except IntegrityError as exc:
                 rejected[id(item)] = f"state store refused it: {exc.orig!r}"
                 del uow.outbox[mark:]
+                uow.forget()
             except DB_ERRORS:
                 raise
             except Exception as exc:
+                uow.forget()
                 # Poison or a bug: set aside with its reason, never requeued forever.
                 if not isinstance(exc, PoisonMessage):
                     log.exception("handler failed on %s", type(item.event).__name__)

@@ -76,6 +76,13 @@ class UnitOfWork:
             return None
         return await self.session.get(model, key)
 
+    def forget(self) -> None:
+        """Drop what this unit knows of rows (after a savepoint rolled some back)."""
+        self._rows.clear()
+        self.absent.clear()
+        self.locked_runs.clear()
+        self.job_states.clear()
+
     def hold(self, row: Base, key: Any) -> None:
         """Keep a row read from the session, so `get(type(row), key)` finds it."""
         self._rows[(type(row), key)] = row
