@@ -4,6 +4,9 @@ same RabbitMQ, measured in the same run.
 
     python bench/throughput.py --runs 2000 --repeat 3 [--store sqlite|postgres] [--workers 1]
 
+`--workers N` is `orc up --worker-processes N`: the API, scheduler and coordinator in one
+process, the workers in N child processes (0: all in the one process).
+
 Prints a table, then one JSON line: runs/s (median), Celery chains/s, ratio, goal ≥ 1.0.
 """
 
@@ -69,8 +72,9 @@ async def database(store: str, folder: Path) -> AsyncIterator[str]:
 
 @contextlib.contextmanager
 def engine(env: dict[str, str], workers: int, log: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`orc up` (API, scheduler, coordinator, a worker); extra `orc worker` processes if asked."""
-    commands = [["up", "--no-demo"]] + [["worker"]] * (workers - 1)
+    """`orc up` (API, scheduler, coordinator here; `workers` worker child processes, or
+    with 0 the worker in the same process)."""
+    commands = [["up", "--no-demo", "--worker-processes", str(workers)]]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "orc", *cmd],
@@ -248,7 +252,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes in all")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes beside `orc up` (0: in it)"
+    )
     args = parser.parse_args()
 
     engine_rates = asyncio.run(run_engine(args))

@@ -52,45 +52,49 @@ async def preload(uow: UnitOfWork, events: Sequence[tuple[Event, str | None]]) -
                 run_ids.add(ref.run_id)
                 task_ids.add(ref.task_id)
     session = uow.session
+    due_jobs = set(job_ids)
     if run_ids:
-        runs = (
-            await session.execute(
-                select(JobRun).where(JobRun.id.in_(run_ids)).order_by(JobRun.id).with_for_update()
-            )
-        ).scalars()
-        found_runs = {run.id: run for run in runs}
-        for run in found_runs.values():
+        # The runs with their jobs in one statement; only the runs are locked.
+        rows = await session.execute(
+            select(JobRun, JobDefinition)
+            .join(JobDefinition, JobRun.job_definition_id == JobDefinition.id)
+            .where(JobRun.id.in_(run_ids))
+            .order_by(JobRun.id)
+            .with_for_update(of=JobRun)
+        )
+        found_runs: dict[uuid.UUID, JobRun] = {}
+        for run, job in rows.all():
+            found_runs[run.id] = run
             uow.hold(run, run.id)
+            uow.hold(job, job.id)
+            job_ids.discard(job.id)
         uow.locked_runs.update(found_runs)
         _mark_absent(uow, JobRun, run_ids - found_runs.keys())
-        job_ids.update(run.job_definition_id for run in found_runs.values())
-        tasks = (
-            await session.execute(select(Task).where(Task.job_run_id.in_(found_runs)))
-        ).scalars()
-        loaded_tasks = list(tasks)
-        for task in loaded_tasks:
-            uow.hold(task, task.id)
-        found_tasks = {task.id for task in loaded_tasks}
+        found_tasks: set[uuid.UUID] = set()
+        if found_runs:
+            tasks = await session.execute(select(Task).where(Task.job_run_id.in_(found_runs)))
+            for task in tasks.scalars():
+                uow.hold(task, task.id)
+                found_tasks.add(task.id)
         # A run's tasks are all read: an id not among them does not exist yet (the load
         # task of a run whose extract is about to succeed).
         expected = {task_id(run_id, kind) for run_id in found_runs for kind in TaskType}
         _mark_absent(uow, Task, (task_ids | expected) - found_tasks)
     if job_ids:
-        jobs = (
-            await session.execute(select(JobDefinition).where(JobDefinition.id.in_(job_ids)))
-        ).scalars()
-        loaded_jobs = list(jobs)
-        for job in loaded_jobs:
+        jobs = await session.execute(select(JobDefinition).where(JobDefinition.id.in_(job_ids)))
+        found_jobs = set()
+        for job in jobs.scalars():
             uow.hold(job, job.id)
-        found_jobs = {job.id for job in loaded_jobs}
+            found_jobs.add(job.id)
         _mark_absent(uow, JobDefinition, job_ids - found_jobs)
-        states = (
-            await session.execute(
-                select(JobState).where(JobState.job_definition_id.in_(found_jobs))
-            )
-        ).scalars()
-        uow.job_states.update({job_id: {} for job_id in found_jobs})
-        for row in states:
+    if due_jobs:
+        # New runs dispatch their extract with the job's state; other readers of the
+        # state (a retried extract, a completed load) read it when they need it.
+        states = await session.execute(
+            select(JobState).where(JobState.job_definition_id.in_(due_jobs))
+        )
+        uow.job_states.update({job_id: {} for job_id in due_jobs})
+        for row in states.scalars():
             uow.job_states[row.job_definition_id][row.key] = row
     if worker_ids:
         workers = list(
