@@ -150,7 +150,7 @@ class Scheduler:
             return_exceptions=True,
         )
         failures = [r for r in results if isinstance(r, BaseException)]
-        log.info("%d due jobs fired", len(results) - len(failures))
+        log.info("due ticks fired: %d", len(results) - len(failures))
         if failures:
             # The tick stays due and is tried again: its run id keeps a retry harmless.
             log.error("could not publish %d due ticks: %s", len(failures), failures[0])
