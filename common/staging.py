@@ -220,7 +220,10 @@ class StagingArea:
 
     def _open_part(self, folder: str, index: int, schema: pa.Schema) -> Any:
         # Given a path and the filesystem, the writer owns (and closes) the stream it opens.
-        return pq.ParquetWriter(f"{folder}/{_part_name(index)}", schema, filesystem=self._fs)
+        # LZ4: as small as snappy, half its decoding time (a staged file is read once, soon).
+        return pq.ParquetWriter(
+            f"{folder}/{_part_name(index)}", schema, filesystem=self._fs, compression="lz4"
+        )
 
     def _iter_batches(self, paths: list[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         for path in paths:
