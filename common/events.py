@@ -112,34 +112,33 @@ class TaskProgress(Event):
     rows: int
 
 
-class TaskSucceeded(Event):
-    routing_key: ClassVar[str] = "task.succeeded"
+class TaskOutcome(Event):
+    """What ends an attempt (`TaskSucceeded`, `TaskFailed`), with the attempt's start when
+    it was too short to report it on its own (`TaskStarted`)."""
+
     task_id: uuid.UUID
     run_id: uuid.UUID
     attempt: int
+    started_at: AwareDatetime | None = Field(
+        default=None, description="Set when no `TaskStarted` was sent (a short attempt)."
+    )
+    worker_id: str | None = None
+
+
+class TaskSucceeded(TaskOutcome):
+    routing_key: ClassVar[str] = "task.succeeded"
     rows: int = 0
     staged: StagedData | None = None
     state_update: dict[str, Any] | None = Field(
         default=None,
         description="Keys to store in the job's state once the run completes.",
     )
-    started_at: AwareDatetime | None = Field(
-        default=None, description="Set when no `TaskStarted` was sent (a short attempt)."
-    )
-    worker_id: str | None = None
 
 
-class TaskFailed(Event):
+class TaskFailed(TaskOutcome):
     routing_key: ClassVar[str] = "task.failed"
-    task_id: uuid.UUID
-    run_id: uuid.UUID
-    attempt: int
     error: str
     retryable: bool = True
-    started_at: AwareDatetime | None = Field(
-        default=None, description="Set when no `TaskStarted` was sent (a short attempt)."
-    )
-    worker_id: str | None = None
 
 
 class RunFinished(Event):
