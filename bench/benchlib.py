@@ -141,3 +141,30 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def start_celery_worker(
+    app_module: str, queue: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """A Celery worker of a baseline app in `bench/` (prefork, one process per core)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "celery", "-A", app_module, "worker", "-Q", queue),
+            *("--concurrency", str(os.cpu_count() or 2), "--loglevel", "WARNING"),
+            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+        ],
+        cwd=Path(__file__).resolve().parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_seconds: float = 30.0) -> None:
+    process.terminate()
+    try:
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -163,29 +162,7 @@ def measure_celery(warmup: int, runs: int) -> list[float]:
     celery_latency.app.conf.task_default_queue = queue
     client = redis.Redis.from_url(celery_chain.REDIS_URL)
     client.delete(key)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "celery_latency",
-            "worker",
-            "-Q",
-            queue,
-            "--concurrency",
-            str(os.cpu_count() or 2),
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT / "bench",
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = benchlib.start_celery_worker("celery_latency", queue, env)
     latencies: list[float] = []
     try:
         with celery_latency.app.producer_pool.acquire(block=True) as producer:
@@ -204,12 +181,7 @@ def measure_celery(warmup: int, runs: int) -> list[float]:
                 one(RUN_TIMEOUT_S)
             latencies = [one(RUN_TIMEOUT_S) for _ in range(runs)]
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        benchlib.stop_process(worker)
         client.delete(key)
         with (
             contextlib.suppress(Exception),

@@ -166,6 +166,7 @@ def measure_celery(runs: int) -> float:
     from celery import chain
 
     sys.path.insert(0, str(ROOT / "bench"))
+    import benchlib
     import celery_chain
 
     queue = f"bench-celery-{uuid.uuid4().hex[:6]}"
@@ -173,29 +174,7 @@ def measure_celery(runs: int) -> float:
     celery_chain.app.conf.task_default_queue = queue
     counter = redis.Redis.from_url(celery_chain.REDIS_URL)
     counter.delete(f"bench:{queue}")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "celery_chain",
-            "worker",
-            "-Q",
-            queue,
-            "--concurrency",
-            str(os.cpu_count() or 2),
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT / "bench",
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = benchlib.start_celery_worker("celery_chain", queue, env)
     try:
         chain(celery_chain.noop.si(), celery_chain.done.si()).apply_async(queue=queue)
         deadline = time.time() + 60
@@ -214,8 +193,7 @@ def measure_celery(runs: int) -> float:
             time.sleep(0.005)
         return runs / (time.perf_counter() - start)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        benchlib.stop_process(worker)
         counter.delete(f"bench:{queue}")
         with contextlib.suppress(Exception), celery_chain.app.connection_for_write() as conn:
             conn.default_channel.queue_delete(queue)
