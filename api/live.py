@@ -156,7 +156,9 @@ class LiveHub:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         model = _MODELS.get(message.routing_key or "")
-        if model is None:
+        if model is None or not self._subscriptions:
+            # Nobody is streaming: parsing every notice would cost the process as much as
+            # a busy coordinator's own work. A later stream's job filter asks the store.
             return
         try:
             event = model.model_validate_json(message.body)

@@ -17,6 +17,7 @@ from api.app import serve
 from common.bus import Bus, connect_bus
 from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.migrate import upgrade_async
+from common.db.transactions import make_transactor
 from common.logs import configure_logging
 from common.ops_server import OpsServer
 from common.settings import Settings
@@ -80,7 +81,11 @@ async def run_coordinator(res: Resources) -> None:
         staging=StagingArea(s.staging_url),
         staging_retention_seconds=s.staging_retention_hours * 3600,
     )
-    await Coordinator(res.bus, res.sessionmaker, config).run()
+    transactor = make_transactor(res.engine)
+    try:
+        await Coordinator(res.bus, res.sessionmaker, transactor, config).run()
+    finally:
+        await transactor.close()
 
 
 async def run_scheduler(res: Resources) -> None:

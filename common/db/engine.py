@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -33,16 +33,14 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return create_async_engine(url, **kwargs)
     ensure_sqlite_folder(url)
     engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
-    _configure_sqlite(engine)
+    configure_sqlite(engine.sync_engine)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def configure_sqlite(sync_engine: Engine) -> None:
     # SQLite has one writer at a time: WAL lets readers go on beside it, a busy timeout
     # makes writers wait instead of failing, and BEGIN IMMEDIATE takes the write lock up
     # front so a read-then-write transaction cannot deadlock on the upgrade.
-    sync_engine = engine.sync_engine
-
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None

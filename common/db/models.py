@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -41,6 +42,13 @@ def _enum(cls: type[Any], name: str) -> Enum:
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's table, typed as one (for Core statements over it)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class JobDefinition(Base):

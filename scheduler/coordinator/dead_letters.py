@@ -47,7 +47,7 @@ def _task_ref(body: bytes) -> tuple[uuid.UUID, uuid.UUID, int | None] | None:
         return None
 
 
-async def on_dead_letter(
+def on_dead_letter(
     body: bytes, routing_key: str, headers: Mapping[str, Any], uow: UnitOfWork
 ) -> None:
     if routing_key not in TASK_KEYS:
@@ -56,8 +56,8 @@ async def on_dead_letter(
     if ref is None:
         return
     tid, run_id, attempt = ref
-    task = await uow.session.get(Task, tid)
-    run = await uow.session.get(JobRun, run_id)
+    task = uow.get(Task, tid)
+    run = uow.get(JobRun, run_id)
     if task is None or run is None or task.job_run_id != run.id:
         return
     if task.status in FINAL_TASK_STATUSES or run.status in FINAL_RUN_STATUSES:
@@ -66,4 +66,4 @@ async def on_dead_letter(
         return
     reason = dead_letter_reason(headers)
     log.warning("task %s failed by dead letter: %s", tid, reason)
-    await fail_attempt(uow, run, task, reason, retryable=False)
+    fail_attempt(uow, run, task, reason, retryable=False)

@@ -13,8 +13,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from common.db.models import JobDefinition, JobRun, JobState, Task
 from common.errors import PoisonMessage
 from common.events import (
@@ -66,15 +64,15 @@ def retry_policy(job: JobDefinition) -> RetryPolicy:
     )
 
 
-async def _run_for_update(uow: UnitOfWork, run_id: uuid.UUID) -> JobRun | None:
+def _run_for_update(uow: UnitOfWork, run_id: uuid.UUID) -> JobRun | None:
     if run_id in uow.locked_runs or (JobRun, run_id) in uow.absent:
-        return await uow.get(JobRun, run_id)
-    stmt = select(JobRun).where(JobRun.id == run_id).with_for_update()
-    return (await uow.session.execute(stmt)).scalar_one_or_none()
+        return uow.get(JobRun, run_id)
+    found = uow.select(JobRun, JobRun.id == run_id, for_update=True)
+    return found[0] if found else None
 
 
-async def _job_state(uow: UnitOfWork, job_id: uuid.UUID) -> dict[str, Any]:
-    return {key: row.value for key, row in (await uow.job_state(job_id)).items()}
+def _job_state(uow: UnitOfWork, job_id: uuid.UUID) -> dict[str, Any]:
+    return {key: row.value for key, row in (uow.job_state(job_id)).items()}
 
 
 def _notice(uow: UnitOfWork, run: JobRun, task: Task | None = None) -> None:
@@ -93,7 +91,7 @@ def _notice(uow: UnitOfWork, run: JobRun, task: Task | None = None) -> None:
     )
 
 
-async def _dispatch(
+def _dispatch(
     uow: UnitOfWork,
     job: JobDefinition,
     run: JobRun,
@@ -117,7 +115,7 @@ async def _dispatch(
             plugin=plugin,
             config=uow.seal(task.task_type, plugin, raw_config),
             staged=staged,
-            state=await _job_state(uow, job.id) if is_extract else {},
+            state=_job_state(uow, job.id) if is_extract else {},
             timeout_seconds=job.timeout_seconds,
         ),
         task_routing_key(task.task_type),
@@ -142,7 +140,7 @@ def _finish_run(uow: UnitOfWork, run: JobRun, status: RunStatus, error: str | No
     )
 
 
-async def _current(
+def _current(
     uow: UnitOfWork,
     run_id: uuid.UUID,
     tid: uuid.UUID,
@@ -152,8 +150,8 @@ async def _current(
 ) -> tuple[JobRun, Task] | None:
     """The run and task an outcome is about, if it concerns their current attempt (or,
     with `earlier_ok`, an earlier one)."""
-    run = await _run_for_update(uow, run_id)
-    task = await uow.get(Task, tid)
+    run = _run_for_update(uow, run_id)
+    task = uow.get(Task, tid)
     if run is None or task is None or task.job_run_id != run.id:
         log.warning("%s for unknown run %s or task %s, dropped", what, run_id, tid)
         return None
@@ -165,12 +163,12 @@ async def _current(
     return run, task
 
 
-async def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> None:
+def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> None:
     run_id = resolve_run_id(event, message_id)
-    job = await uow.get(JobDefinition, event.job_definition_id)
+    job = uow.get(JobDefinition, event.job_definition_id)
     if job is None:
         raise PoisonMessage(f"JobDue names no known job: {event.job_definition_id}")
-    if await uow.get(JobRun, run_id) is not None:
+    if uow.get(JobRun, run_id) is not None:
         return
     run = JobRun(
         id=run_id,
@@ -191,13 +189,13 @@ async def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> 
     )
     uow.add(run, run.id)
     uow.add(task, task.id)
-    await _dispatch(uow, job, run, task, None)
+    _dispatch(uow, job, run, task, None)
     _notice(uow, run)
     _notice(uow, run, task)
 
 
-async def on_task_started(event: TaskStarted, uow: UnitOfWork) -> None:
-    found = await _current(uow, event.run_id, event.task_id, event.attempt, "TaskStarted")
+def on_task_started(event: TaskStarted, uow: UnitOfWork) -> None:
+    found = _current(uow, event.run_id, event.task_id, event.attempt, "TaskStarted")
     if found is None:
         return
     run, task = found
@@ -221,17 +219,17 @@ def _record_start(
     _notice(uow, run, task)
 
 
-async def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
+def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
     # A success counts even from an attempt already given up on (it ran twice, and the
     # other execution reported a failure first): its output is complete, so the task is
     # done and the retry waiting in a delay queue will find it final.
-    found = await _current(
+    found = _current(
         uow, event.run_id, event.task_id, event.attempt, "TaskSucceeded", earlier_ok=True
     )
     if found is None:
         return
     run, task = found
-    job = await uow.get(JobDefinition, run.job_definition_id)
+    job = uow.get(JobDefinition, run.job_definition_id)
     if job is None:
         log.warning("run %s lost its job definition, dropped", run.id)
         return
@@ -260,20 +258,20 @@ async def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
             created_at=uow.now,
         )
         uow.add(load, load.id)
-        await _dispatch(uow, job, run, load, event.staged)
+        _dispatch(uow, job, run, load, event.staged)
         _notice(uow, run, load)
         return
-    await _save_state_update(uow, run)
+    _save_state_update(uow, run)
     _finish_run(uow, run, RunStatus.COMPLETED, None)
 
 
-async def _save_state_update(uow: UnitOfWork, run: JobRun) -> None:
+def _save_state_update(uow: UnitOfWork, run: JobRun) -> None:
     """Keep what the extract asked to remember, now that its data is loaded."""
-    extract = await uow.get(Task, task_id(run.id, TaskType.EXTRACT))
+    extract = uow.get(Task, task_id(run.id, TaskType.EXTRACT))
     update = (extract.output or {}).get("state_update") if extract else None
     if not update:
         return
-    rows = await uow.job_state(run.job_definition_id)
+    rows = uow.job_state(run.job_definition_id)
     for key, value in update.items():
         row = rows.get(key)
         if row is None:
@@ -283,31 +281,29 @@ async def _save_state_update(uow: UnitOfWork, run: JobRun) -> None:
             row.value = value
 
 
-async def on_task_failed(event: TaskFailed, uow: UnitOfWork) -> None:
-    found = await _current(uow, event.run_id, event.task_id, event.attempt, "TaskFailed")
+def on_task_failed(event: TaskFailed, uow: UnitOfWork) -> None:
+    found = _current(uow, event.run_id, event.task_id, event.attempt, "TaskFailed")
     if found is None:
         return
     run, task = found
     if event.started_at is not None:
         _record_start(uow, run, task, event.worker_id, event.started_at)
-    await fail_attempt(uow, run, task, event.error, event.retryable)
+    fail_attempt(uow, run, task, event.error, event.retryable)
 
 
-async def fail_attempt(
-    uow: UnitOfWork, run: JobRun, task: Task, error: str, retryable: bool
-) -> None:
+def fail_attempt(uow: UnitOfWork, run: JobRun, task: Task, error: str, retryable: bool) -> None:
     """The current attempt failed: retry after a back-off, or fail the task and the run."""
-    job = await uow.get(JobDefinition, run.job_definition_id)
+    job = uow.get(JobDefinition, run.job_definition_id)
     task.error_message = error
     if job is not None and retryable and task.attempt_count < task.max_attempts:
         task.status = TaskStatus.RETRYING
         staged = None
         if task.task_type is TaskType.LOAD:
-            extract = await uow.get(Task, task_id(run.id, TaskType.EXTRACT))
+            extract = uow.get(Task, task_id(run.id, TaskType.EXTRACT))
             raw = (extract.output or {}).get("staged") if extract else None
             staged = StagedData.model_validate(raw) if raw else None
         rung = retry_policy(job).rung(task.attempt_count)
-        await _dispatch(uow, job, run, task, staged, delay_rung=rung)
+        _dispatch(uow, job, run, task, staged, delay_rung=rung)
         _notice(uow, run, task)
         return
     task.status = TaskStatus.FAILED
@@ -321,14 +317,14 @@ async def fail_attempt(
     )
 
 
-async def on_cancel_requested(event: RunCancelRequested, uow: UnitOfWork) -> None:
-    run = await _run_for_update(uow, event.run_id)
+def on_cancel_requested(event: RunCancelRequested, uow: UnitOfWork) -> None:
+    run = _run_for_update(uow, event.run_id)
     if run is None:
         log.warning("cancel of unknown run %s, dropped", event.run_id)
         return
     if run.status in FINAL_RUN_STATUSES:
         return
-    tasks = (await uow.session.execute(select(Task).where(Task.job_run_id == run.id))).scalars()
+    tasks = uow.select(Task, Task.job_run_id == run.id)
     for task in tasks:
         if task.status not in FINAL_TASK_STATUSES:
             task.status = TaskStatus.CANCELLED

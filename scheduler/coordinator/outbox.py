@@ -8,12 +8,13 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, Delete, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.bus import Bus, Outgoing
-from common.db.models import OutboxMessage
+from common.db.models import OutboxMessage, table_of
 from common.events import EVENT_TYPES, Event, utcnow
 
 log = logging.getLogger(__name__)
@@ -22,33 +23,40 @@ _MODELS: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
 RELAY_BATCH = 500
 
 
-def store(session: AsyncSession, outgoing: Sequence[Outgoing]) -> list[uuid.UUID]:
+def store(conn: Connection, outgoing: Sequence[Outgoing]) -> list[uuid.UUID]:
     """Add the events that must survive a crash (`Event.outboxed`); returns their ids."""
-    rows = [
-        OutboxMessage(
-            id=o.event.event_id,
-            event_type=type(o.event).__name__,
-            routing_key=o.routing_key or o.event.routing_key,
-            delay_rung=o.delay_rung,
-            body=o.event.model_dump_json(),
-        )
+    now = utcnow()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": o.event.event_id,
+            "event_type": type(o.event).__name__,
+            "routing_key": o.routing_key or o.event.routing_key,
+            "delay_rung": o.delay_rung,
+            "body": o.event.model_dump_json(),
+            "created_at": now,
+        }
         for o in outgoing
         if o.event.outboxed
     ]
-    session.add_all(rows)
-    return [r.id for r in rows]
+    if rows:
+        conn.execute(insert(table_of(OutboxMessage)), rows)
+    return [r["id"] for r in rows]
 
 
-async def delete_rows(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
+def delete_rows(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
     if ids:
-        await session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(ids)))
+        conn.execute(_deletion(ids))
+
+
+def _deletion(ids: Sequence[uuid.UUID]) -> Delete:
+    return delete(OutboxMessage).where(OutboxMessage.id.in_(ids))
 
 
 async def clear(sessionmaker: async_sessionmaker[AsyncSession], ids: Sequence[uuid.UUID]) -> None:
     if not ids:
         return
     async with sessionmaker() as session, session.begin():
-        await delete_rows(session, ids)
+        await session.execute(_deletion(ids))
 
 
 async def relay(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -26,18 +26,18 @@ E = TypeVar("E", bound=Event)
 @dataclass(frozen=True)
 class Route(Generic[E]):
     model: type[E]
-    handler: Callable[[E, UnitOfWork, str | None], Awaitable[None]]
+    handler: Callable[[E, UnitOfWork, str | None], None]
 
-    async def handle(self, event: Event, uow: UnitOfWork, message_id: str | None) -> None:
+    def handle(self, event: Event, uow: UnitOfWork, message_id: str | None) -> None:
         assert isinstance(event, self.model)
-        await self.handler(event, uow, message_id)
+        self.handler(event, uow, message_id)
 
 
 def _ignore_id(
-    handler: Callable[[E, UnitOfWork], Awaitable[None]],
-) -> Callable[[E, UnitOfWork, str | None], Awaitable[None]]:
-    async def call(event: E, uow: UnitOfWork, _: str | None) -> None:
-        await handler(event, uow)
+    handler: Callable[[E, UnitOfWork], None],
+) -> Callable[[E, UnitOfWork, str | None], None]:
+    def call(event: E, uow: UnitOfWork, _: str | None) -> None:
+        handler(event, uow)
 
     return call
 

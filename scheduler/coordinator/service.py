@@ -1,7 +1,10 @@
 """The coordinator process: consumes its queue in batches, one transaction per batch.
 
-Messages that arrive together are handled in one transaction (a savepoint each, so one bad
-message does not sink the others). The events they cause are stored in the outbox in the
+Messages that arrive together are handled in one transaction: their rows are read in a
+few queries and written in one flush, and if one message fails the batch is handled again
+with a savepoint per message, so one bad message does not sink the others. The handlers
+are synchronous; the transaction runs in one hop to a thread on SQLite (see
+`common.db.transactions`). The events they cause are stored in the outbox in the
 same transaction, published once it commits, and only then are the messages acked. If the
 database is unreachable the batch is retried in-process with back-off while its messages
 stay unacked: they count no extra delivery towards the queue's delivery limit.
@@ -14,21 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.bus import Bus, Outgoing
 from common.db.models import JobRun
+from common.db.transactions import Transactor
 from common.errors import PoisonMessage
 from common.events import Event, RunFinished, StateChanged, TaskDispatched, WorkerHeartbeat
 from common.logs import log_context
@@ -88,10 +93,14 @@ class Coordinator:
         self,
         bus: Bus,
         sessionmaker: async_sessionmaker[AsyncSession],
+        transactor: Transactor,
         config: CoordinatorConfig | None = None,
     ) -> None:
         self.bus = bus
         self.sessionmaker = sessionmaker
+        """For reads beside the batches (the outbox relay, staging clean-up)."""
+        self.transactor = transactor
+        """Runs each batch's transaction (in one thread hop on SQLite)."""
         self.config = config or CoordinatorConfig()
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._silence_seconds = self.config.heartbeat_seconds * self.config.lost_after_heartbeats
@@ -128,7 +137,7 @@ class Coordinator:
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
 
-    async def _commit(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> tuple[T, UnitOfWork]:
+    async def _commit(self, work: Callable[[UnitOfWork], T]) -> tuple[T, UnitOfWork]:
         """Run `work` in one transaction, retried while the database is unreachable.
 
         What it emitted goes to the outbox in the same transaction; outbox rows whose
@@ -138,14 +147,9 @@ class Coordinator:
         while True:
             confirmed, self._confirmed = self._confirmed, []
             try:
-                async with self.sessionmaker() as session, session.begin():
-                    uow = UnitOfWork(session)
-                    if self.config.seal is not None:
-                        uow.seal = self.config.seal
-                    result = await work(uow)
-                    outbox.store(session, uow.outbox)
-                    await outbox.delete_rows(session, confirmed)
-                return result, uow
+                return await self.transactor.run(
+                    functools.partial(self._transaction, work, confirmed)
+                )
             except DB_ERRORS as exc:
                 self._confirmed.extend(confirmed)
                 self._quiet_until = time.monotonic() + self._silence_seconds
@@ -156,13 +160,25 @@ class Coordinator:
                 self._confirmed.extend(confirmed)
                 raise
 
+    def _transaction(
+        self, work: Callable[[UnitOfWork], T], confirmed: list[uuid.UUID], conn: Connection
+    ) -> tuple[T, UnitOfWork]:
+        uow = UnitOfWork(conn)
+        if self.config.seal is not None:
+            uow.seal = self.config.seal
+        result = work(uow)
+        uow.flush()
+        outbox.store(conn, uow.outbox)
+        outbox.delete_rows(conn, confirmed)
+        return result, uow
+
     async def _publish(self, uow: UnitOfWork) -> None:
         """Publish what a committed unit emitted; its outbox rows go with the next commit."""
         await self.bus.publish_many(uow.to_publish())
         count_outcomes(uow.outbox)
         self._confirmed.extend(o.event.event_id for o in uow.outbox if o.event.outboxed)
 
-    async def _transact(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    async def _transact(self, work: Callable[[UnitOfWork], T]) -> T:
         result, uow = await self._commit(work)
         await self._publish(uow)
         return result
@@ -210,34 +226,33 @@ class Coordinator:
         finally:
             self._sending_slots.release()
 
-    async def _apply_fast(self, items: list[_Item], uow: UnitOfWork) -> dict[int, str]:
+    def _apply_fast(self, items: list[_Item], uow: UnitOfWork) -> dict[int, str]:
         """The whole batch without savepoints, its rows read up front and written at
         once. Any handler error sends the batch to `_apply_careful` instead."""
-        await preload(uow, [(item.event, item.message.message_id) for item in items])
+        preload(uow, [(item.event, item.message.message_id) for item in items])
         for item in items:
             try:
                 with self._observed(item):
-                    await item.route.handle(item.event, uow, item.message.message_id)
+                    item.route.handle(item.event, uow, item.message.message_id)
             except DB_ERRORS:
                 raise
             except Exception as exc:
                 raise _OneByOne from exc
         try:
-            await uow.session.flush()
+            uow.flush()
         except IntegrityError as exc:
             raise _OneByOne from exc
         return {}
 
-    async def _apply_careful(self, items: list[_Item], uow: UnitOfWork) -> dict[int, str]:
+    def _apply_careful(self, items: list[_Item], uow: UnitOfWork) -> dict[int, str]:
         """One savepoint per message, so a bad one is set aside and the rest commit."""
         rejected: dict[int, str] = {}
-        session = uow.session
         for item in items:
             mark = len(uow.outbox)
             try:
-                with self._observed(item):
-                    async with session.begin_nested():
-                        await item.route.handle(item.event, uow, item.message.message_id)
+                with self._observed(item), uow.conn.begin_nested():
+                    item.route.handle(item.event, uow, item.message.message_id)
+                    uow.flush()
             except IntegrityError as exc:
                 rejected[id(item)] = f"state store refused it: {exc.orig!r}"
                 del uow.outbox[mark:]
@@ -266,8 +281,8 @@ class Coordinator:
             yield
 
     async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
-        async def work(uow: UnitOfWork) -> None:
-            await on_dead_letter(
+        def work(uow: UnitOfWork) -> None:
+            on_dead_letter(
                 message.body, message.routing_key or "", dict(message.headers or {}), uow
             )
 
@@ -331,7 +346,7 @@ class Coordinator:
             log.info("removed staged files of %d finished runs", len(removed))
 
 
-async def _nothing(uow: UnitOfWork) -> None:
+def _nothing(uow: UnitOfWork) -> None:
     """A transaction that only deletes the confirmed outbox rows (when no batch comes)."""
 
 

@@ -1,30 +1,36 @@
-"""A unit of work: one database session plus the events to publish once it commits.
+"""A unit of work: one transaction's rows, and the events to publish once it commits.
 
-A batch's rows are read up front in a few `IN (...)` queries (`scheduler.coordinator.
-preload`); the handlers then find them with `get()` without a round trip to the database
-each, and `add()` makes a new row findable before it is flushed. Everything is flushed
-once, at commit, so rows of one table are written together.
+The coordinator's transactions are its hot path, so they bypass the ORM's session: rows
+are read with Core statements (a batch's in a few `IN (...)` queries, see `scheduler.
+coordinator.preload`) into instances of the mapped classes that no session tracks, and
+`flush()` writes what changed as one executemany per table and set of columns. The
+handlers read and assign attributes as usual; they must assign a new value rather than
+mutate one in place (a changed value is found by comparing it with the value read).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, select, update
+from sqlalchemy import inspect as sa_inspect
 
 from common.bus import Outgoing
-from common.db.models import Base, JobState
+from common.db.models import Base, JobState, table_of
 from common.events import Event, StateChanged, StateChanges, utcnow
 from common.states import TaskType
 from common.tracing import trace_headers
 
 ConfigSealer = Callable[[TaskType, str, dict[str, Any]], dict[str, Any]]
 M = TypeVar("M", bound=Base)
+
+_TABLE_ORDER = {table: i for i, table in enumerate(Base.metadata.sorted_tables)}
+"""Parents before children, so new rows are inserted in an order their keys accept."""
 
 
 def _as_is(task_type: TaskType, plugin: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +39,7 @@ def _as_is(task_type: TaskType, plugin: str, config: dict[str, Any]) -> dict[str
 
 @dataclass
 class UnitOfWork:
-    session: AsyncSession
+    conn: Connection
     now: datetime = field(default_factory=utcnow)
     outbox: list[Outgoing] = field(default_factory=list)
     seal: ConfigSealer = _as_is
@@ -44,8 +50,9 @@ class UnitOfWork:
     """Runs the preload read `FOR UPDATE` (in id order, so batches cannot deadlock)."""
     job_states: dict[uuid.UUID, dict[str, JobState]] = field(default_factory=dict)
     _rows: dict[tuple[type[Base], Any], Base] = field(default_factory=dict)
-    """Rows preloaded or added, by key: cheaper than the session's identity map (a hop
-    through the greenlet each), and strong references where that map holds weak ones."""
+    _read: dict[int, tuple[Base, dict[str, Any]]] = field(default_factory=dict)
+    """Rows read from the store, with their values as read (by `id()` of the row)."""
+    _new: list[Base] = field(default_factory=list)
 
     def emit(
         self, event: Event, routing_key: str | None = None, delay_rung: int | None = None
@@ -66,7 +73,50 @@ class UnitOfWork:
                 result.append(Outgoing(StateChanges(changes=tuple(changes)), headers=o.headers))
         return result
 
-    async def get(self, model: type[M], key: Any) -> M | None:
+    # Reading
+
+    def select(
+        self,
+        model: type[M],
+        *where: ColumnElement[bool],
+        for_update: bool = False,
+        refresh: bool = False,
+    ) -> list[M]:
+        """Rows of `model` matching `where`. A row this unit already holds is returned as
+        held (its unflushed changes kept), or overwritten with what was read (`refresh`)."""
+        statement = select(table_of(model)).where(*where)
+        if for_update:
+            statement = statement.with_for_update()
+        return self.load(model, self.conn.execute(statement).mappings(), refresh=refresh)
+
+    def load(self, model: type[M], rows: Iterable[Any], refresh: bool = False) -> list[M]:
+        """Instances of `model` for rows read (mappings of column values), held by key."""
+        manager = sa_inspect(model).class_manager
+        table = table_of(model)
+        result: list[M] = []
+        for values in rows:
+            values = dict(values)
+            key = _key_of_values(table, values)
+            held = self._rows.get((model, key))
+            if held is not None:
+                if refresh:
+                    held.__dict__.update(values)
+                    self._read[id(held)] = (held, values)
+                assert isinstance(held, model)
+                result.append(held)
+                continue
+            # A bare instance filled in directly: the mapped constructor would cost ten
+            # times as much, replaying every attribute through the ORM's events.
+            row = manager.new_instance()
+            assert isinstance(row, model)
+            row.__dict__.update(values)
+            self._rows[(model, key)] = row
+            self._read[id(row)] = (row, values)
+            self.absent.discard((model, key))
+            result.append(row)
+        return result
+
+    def get(self, model: type[M], key: Any) -> M | None:
         """The row with this primary key: added in this unit, preloaded, or read now."""
         row = self._rows.get((model, key))
         if row is not None:
@@ -74,32 +124,82 @@ class UnitOfWork:
             return row
         if (model, key) in self.absent:
             return None
-        return await self.session.get(model, key)
+        (pk,) = table_of(model).primary_key.columns
+        found = self.select(model, pk == key)
+        return found[0] if found else None
+
+    def job_state(self, job_id: uuid.UUID) -> dict[str, JobState]:
+        """The job's remembered keys (incremental cursors), rows included for updating."""
+        rows = self.job_states.get(job_id)
+        if rows is None:
+            found = self.select(JobState, JobState.job_definition_id == job_id)
+            rows = {row.key: row for row in found}
+            self.job_states[job_id] = rows
+        return rows
+
+    # Writing
+
+    def add(self, row: Base, key: Any) -> None:
+        """Add a new row; `get(type(row), key)` finds it before the flush."""
+        self._new.append(row)
+        self._rows[(type(row), key)] = row
+        self.absent.discard((type(row), key))
+
+    def flush(self) -> None:
+        """Write the new rows and the changed columns of the rows read."""
+        inserts: dict[tuple[Table, frozenset[str]], list[dict[str, Any]]] = defaultdict(list)
+        for row in self._new:
+            table = table_of(type(row))
+            new = {c.key: row.__dict__[c.key] for c in table.columns if c.key in row.__dict__}
+            inserts[(table, frozenset(new))].append(new)
+            self._read[id(row)] = (row, new)
+        self._new.clear()
+        for (table, _), rows in sorted(inserts.items(), key=lambda kv: _TABLE_ORDER[kv[0][0]]):
+            self.conn.execute(insert(table), rows)
+        updates: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+        for row, read in self._read.values():
+            table = table_of(type(row))
+            now = row.__dict__
+            changed = tuple(
+                c.key for c in table.columns if c.key in now and now[c.key] != read.get(c.key)
+            )
+            if not changed:
+                continue
+            values = {f"_set_{k}": now[k] for k in changed}
+            values.update({f"_pk_{c.key}": now[c.key] for c in table.primary_key.columns})
+            updates[(table, changed)].append(values)
+            read.update({k: now[k] for k in changed})
+        for (table, columns), batch in updates.items():
+            self.conn.execute(_update_statement(table, columns), batch)
 
     def forget(self) -> None:
         """Drop what this unit knows of rows (after a savepoint rolled some back)."""
         self._rows.clear()
+        self._read.clear()
+        self._new.clear()
         self.absent.clear()
         self.locked_runs.clear()
         self.job_states.clear()
 
-    def hold(self, row: Base, key: Any) -> None:
-        """Keep a row read from the session, so `get(type(row), key)` finds it."""
-        self._rows[(type(row), key)] = row
 
-    def add(self, row: Base, key: Any) -> None:
-        """Add a new row; `get(type(row), key)` finds it before the flush."""
-        self.session.add(row)
-        self.hold(row, key)
-        self.absent.discard((type(row), key))
+def _key_of_values(table: Table, values: dict[str, Any]) -> Any:
+    """The row's primary key: one value, or a tuple for a composite key."""
+    keys = tuple(values[c.key] for c in table.primary_key.columns)
+    return keys[0] if len(keys) == 1 else keys
 
-    async def job_state(self, job_id: uuid.UUID) -> dict[str, JobState]:
-        """The job's remembered keys (incremental cursors), rows included for updating."""
-        rows = self.job_states.get(job_id)
-        if rows is None:
-            found = await self.session.execute(
-                select(JobState).where(JobState.job_definition_id == job_id)
-            )
-            rows = {row.key: row for row in found.scalars()}
-            self.job_states[job_id] = rows
-        return rows
+
+_UPDATES: dict[tuple[Table, tuple[str, ...]], Any] = {}
+
+
+def _update_statement(table: Table, columns: Sequence[str]) -> Any:
+    """`UPDATE table SET columns... WHERE key = ...`, built once per table and columns."""
+    cache_key = (table, tuple(columns))
+    statement = _UPDATES.get(cache_key)
+    if statement is None:
+        statement = (
+            update(table)
+            .where(*(c == bindparam(f"_pk_{c.key}") for c in table.primary_key.columns))
+            .values({k: bindparam(f"_set_{k}") for k in columns})
+        )
+        _UPDATES[cache_key] = statement
+    return statement

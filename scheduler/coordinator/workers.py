@@ -17,8 +17,8 @@ from scheduler.coordinator.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 
-async def on_heartbeat(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
-    worker = await uow.get(Worker, event.worker_id)
+def on_heartbeat(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
+    worker = uow.get(Worker, event.worker_id)
     if worker is None:
         worker = Worker(
             id=event.worker_id,
@@ -38,37 +38,34 @@ async def on_heartbeat(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
     worker.queues = list(event.queues)
     worker.concurrency = event.concurrency
     if event.status is WorkerStatus.STOPPED:
-        await _retry_abandoned(event, uow)
+        _retry_abandoned(event, uow)
 
 
-async def _retry_abandoned(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
+def _retry_abandoned(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
     """A stopping worker names the attempts it could not hand back to the broker."""
     for ref in event.running:
-        task = await uow.get(Task, ref.task_id)
-        run = await uow.get(JobRun, ref.run_id)
+        task = uow.get(Task, ref.task_id)
+        run = uow.get(JobRun, ref.run_id)
         if task is None or run is None or run.status in FINAL_RUN_STATUSES:
             continue
         if task.status is TaskStatus.RUNNING and task.attempt_count == ref.attempt:
-            await fail_attempt(uow, run, task, f"worker {event.worker_id} stopped", True)
+            fail_attempt(uow, run, task, f"worker {event.worker_id} stopped", True)
 
 
-async def mark_lost_workers(uow: UnitOfWork, silence: timedelta) -> list[str]:
+def mark_lost_workers(uow: UnitOfWork, silence: timedelta) -> list[str]:
     """Workers silent for longer than `silence` become LOST; their running tasks retry."""
-    stale = (
-        await uow.session.execute(
-            select(Worker)
-            .where(Worker.status == WorkerStatus.ACTIVE, Worker.last_seen < uow.now - silence)
-            .with_for_update()
-        )
-    ).scalars()
+    stale = uow.select(
+        Worker,
+        Worker.status == WorkerStatus.ACTIVE,
+        Worker.last_seen < uow.now - silence,
+        for_update=True,
+    )
     lost = [w.id for w in stale]
     if not lost:
         return []
-    for worker_id in lost:
-        worker = await uow.session.get(Worker, worker_id)
-        if worker is not None:
-            worker.status = WorkerStatus.LOST
-    candidates = await uow.session.execute(
+    for worker in stale:
+        worker.status = WorkerStatus.LOST
+    candidates = uow.conn.execute(
         select(Task.id, Task.job_run_id).where(
             Task.worker_id.in_(lost), Task.status == TaskStatus.RUNNING
         )
@@ -76,14 +73,13 @@ async def mark_lost_workers(uow: UnitOfWork, silence: timedelta) -> list[str]:
     for tid, run_id in candidates.all():
         # Lock the run, then look again: another worker may have taken the task over
         # (a redelivery after a kill) since the query above.
-        run = (
-            await uow.session.execute(select(JobRun).where(JobRun.id == run_id).with_for_update())
-        ).scalar_one_or_none()
-        task = await uow.session.get(Task, tid, populate_existing=True)
-        if run is None or task is None or run.status in FINAL_RUN_STATUSES:
+        runs = uow.select(JobRun, JobRun.id == run_id, for_update=True)
+        tasks = uow.select(Task, Task.id == tid, refresh=True)
+        if not runs or not tasks or runs[0].status in FINAL_RUN_STATUSES:
             continue
+        run, task = runs[0], tasks[0]
         if task.status is not TaskStatus.RUNNING or task.worker_id not in lost:
             continue
         log.warning("worker %s lost; task %s gets a new attempt", task.worker_id, task.id)
-        await fail_attempt(uow, run, task, f"worker {task.worker_id} lost", retryable=True)
+        fail_attempt(uow, run, task, f"worker {task.worker_id} lost", retryable=True)
     return lost

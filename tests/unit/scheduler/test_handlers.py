@@ -7,12 +7,12 @@ messages it writes to the outbox (published once that transaction commits).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.bus import Outgoing
@@ -78,12 +78,19 @@ async def job(sessions: Sessions) -> JobDefinition:
 
 
 async def handle(
-    sessions: Sessions, handler: Callable[..., Awaitable[None]], event: Event, *args: Any
+    sessions: Sessions, handler: Callable[..., None], event: Event, *args: Any
 ) -> Outbox:
     """Run one handler in one committed transaction; return what it would publish."""
+
+    def work(conn: Connection) -> UnitOfWork:
+        uow = UnitOfWork(conn)
+        handler(event, uow, *args)
+        uow.flush()
+        return uow
+
     async with sessions() as session, session.begin():
-        uow = UnitOfWork(session)
-        await handler(event, uow, *args)
+        conn = await session.connection()
+        uow = await conn.run_sync(work)
     return uow.outbox
 
 
@@ -547,7 +554,7 @@ class TestUnknownRunOrTask:
         self,
         sessions: Sessions,
         job: JobDefinition,
-        handler: Callable[..., Awaitable[None]],
+        handler: Callable[..., None],
         make: Callable[[uuid.UUID, uuid.UUID], Event],
     ) -> None:
         run_id = await start_run(sessions, job)
