@@ -32,6 +32,32 @@ def configure_tracing(service_name: str) -> None:
     trace.set_tracer_provider(provider)
 
 
+def recording() -> bool:
+    """Whether this process records spans (an SDK tracer provider is installed)."""
+    return not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    )
+
+
+def carried(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """The trace context a message's headers carry, as headers to pass on as they are.
+
+    Where no span is recorded, a consumer's span is the producer's context again, so
+    passing the headers on propagates the same trace without the cost of a span.
+    """
+    found = {}
+    for name in _CARRIED:
+        value = (headers or {}).get(name)
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str):
+            found[name] = value
+    return found
+
+
+_CARRIED = ("traceparent", "tracestate")
+
+
 def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER)
 

@@ -383,7 +383,10 @@ class Worker:
 
 
 def staged_bytes(staged: StagedData) -> int:
-    """Size of the staged files, for the bytes-moved metric (0 where it cannot be read)."""
+    """Size of the staged data, for the bytes-moved metric (files: 0 where they cannot be
+    read; an inline result: its decoded size)."""
+    if staged.inline is not None:
+        return len(staged.inline) * 3 // 4
     total = 0
     for uri in staged.files:
         with contextlib.suppress(Exception):

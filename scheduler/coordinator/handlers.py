@@ -170,7 +170,8 @@ def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> None:
         raise PoisonMessage(f"JobDue names no known job: {event.job_definition_id}")
     if uow.get(JobRun, run_id) is not None:
         return
-    run = JobRun(
+    run = uow.new(
+        JobRun,
         id=run_id,
         job_definition_id=job.id,
         status=RunStatus.PENDING,
@@ -178,7 +179,8 @@ def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> None:
         scheduled_for=event.scheduled_for,
         created_at=uow.now,
     )
-    task = Task(
+    task = uow.new(
+        Task,
         id=task_id(run_id, TaskType.EXTRACT),
         job_run_id=run_id,
         task_type=TaskType.EXTRACT,
@@ -187,8 +189,6 @@ def on_job_due(event: JobDue, uow: UnitOfWork, message_id: str | None) -> None:
         max_attempts=job.max_attempts,
         created_at=uow.now,
     )
-    uow.add(run, run.id)
-    uow.add(task, task.id)
     _dispatch(uow, job, run, task, None)
     _notice(uow, run)
     _notice(uow, run, task)
@@ -248,7 +248,8 @@ def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
         run.started_at = uow.now
     _notice(uow, run, task)
     if task.task_type is TaskType.EXTRACT:
-        load = Task(
+        load = uow.new(
+            Task,
             id=task_id(run.id, TaskType.LOAD),
             job_run_id=run.id,
             task_type=TaskType.LOAD,
@@ -257,7 +258,6 @@ def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
             max_attempts=job.max_attempts,
             created_at=uow.now,
         )
-        uow.add(load, load.id)
         _dispatch(uow, job, run, load, event.staged)
         _notice(uow, run, load)
         return
@@ -275,8 +275,9 @@ def _save_state_update(uow: UnitOfWork, run: JobRun) -> None:
     for key, value in update.items():
         row = rows.get(key)
         if row is None:
-            rows[key] = JobState(job_definition_id=run.job_definition_id, key=key, value=value)
-            uow.add(rows[key], (run.job_definition_id, key))
+            rows[key] = uow.new(
+                JobState, job_definition_id=run.job_definition_id, key=key, value=value
+            )
         else:
             row.value = value
 

@@ -48,7 +48,7 @@ from common.metrics import (
 from common.staging import StagingArea
 from common.states import FINAL_RUN_STATUSES, RunStatus
 from common.topology import coordinator_queue, dead_watch_queue
-from common.tracing import consuming
+from common.tracing import carried, consuming, recording
 from scheduler.coordinator import outbox
 from scheduler.coordinator.dead_letters import on_dead_letter
 from scheduler.coordinator.preload import preload
@@ -108,7 +108,8 @@ class Coordinator:
         # still queued: judge no worker lost until they have had a window to arrive.
         self._quiet_until = time.monotonic() + self._silence_seconds
         self._confirmed: list[uuid.UUID] = []
-        """Outbox rows whose publish was confirmed; deleted by the next transaction."""
+        """Outbox rows whose publish was confirmed; deleted a batch at a time, or by
+        maintenance when the coordinator is idle."""
         self._sending: set[asyncio.Task[None]] = set()
         self._sending_slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
 
@@ -141,11 +142,16 @@ class Coordinator:
         """Run `work` in one transaction, retried while the database is unreachable.
 
         What it emitted goes to the outbox in the same transaction; outbox rows whose
-        publish was confirmed since the last commit are deleted in it too.
+        publish was confirmed are deleted in it too, once there are a batch of them.
         """
         delay = 0.1
         while True:
-            confirmed, self._confirmed = self._confirmed, []
+            # A delete statement per batch would be a fifth of a small batch's work:
+            # confirmed rows wait for a full batch of them, or for maintenance.
+            if work is _nothing or len(self._confirmed) >= self.config.batch_size:
+                confirmed, self._confirmed = self._confirmed, []
+            else:
+                confirmed = []
             try:
                 return await self.transactor.run(
                     functools.partial(self._transaction, work, confirmed)
@@ -232,7 +238,7 @@ class Coordinator:
         preload(uow, [(item.event, item.message.message_id) for item in items])
         for item in items:
             try:
-                with self._observed(item):
+                with self._observed(item, uow):
                     item.route.handle(item.event, uow, item.message.message_id)
             except DB_ERRORS:
                 raise
@@ -250,7 +256,7 @@ class Coordinator:
         for item in items:
             mark = len(uow.outbox)
             try:
-                with self._observed(item), uow.conn.begin_nested():
+                with self._observed(item, uow), uow.conn.begin_nested():
                     item.route.handle(item.event, uow, item.message.message_id)
                     uow.flush()
             except IntegrityError as exc:
@@ -272,12 +278,19 @@ class Coordinator:
 
     @staticmethod
     @contextlib.contextmanager
-    def _observed(item: _Item) -> Iterator[None]:
+    def _observed(item: _Item, uow: UnitOfWork) -> Iterator[None]:
         fields = _fields(item.event)
-        with (
-            log_context(**fields),
-            consuming(f"coordinator {type(item.event).__name__}", item.message.headers, **fields),
-        ):
+        if not recording():
+            # A span per message would cost more than the handler; the trace goes on.
+            uow.carried_trace = carried(item.message.headers)
+            try:
+                with log_context(**fields):
+                    yield
+            finally:
+                uow.carried_trace = None
+            return
+        name = f"coordinator {type(item.event).__name__}"
+        with log_context(**fields), consuming(name, item.message.headers, **fields):
             yield
 
     async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:

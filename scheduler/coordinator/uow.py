@@ -49,6 +49,9 @@ class UnitOfWork:
     locked_runs: set[uuid.UUID] = field(default_factory=set)
     """Runs the preload read `FOR UPDATE` (in id order, so batches cannot deadlock)."""
     job_states: dict[uuid.UUID, dict[str, JobState]] = field(default_factory=dict)
+    carried_trace: dict[str, str] | None = None
+    """Trace headers to give emitted events instead of the current span's (set while a
+    message is handled in a process that records no spans, see `tracing.carried`)."""
     _rows: dict[tuple[type[Base], Any], Base] = field(default_factory=dict)
     _read: dict[int, tuple[Base, dict[str, Any]]] = field(default_factory=dict)
     """Rows read from the store, with their values as read (by `id()` of the row)."""
@@ -57,7 +60,8 @@ class UnitOfWork:
     def emit(
         self, event: Event, routing_key: str | None = None, delay_rung: int | None = None
     ) -> None:
-        self.outbox.append(Outgoing(event, routing_key, delay_rung, trace_headers()))
+        headers = self.carried_trace if self.carried_trace is not None else trace_headers()
+        self.outbox.append(Outgoing(event, routing_key, delay_rung, headers))
 
     def to_publish(self) -> list[Outgoing]:
         """What was emitted, its `StateChanged` notices folded into one `StateChanges`
@@ -91,7 +95,6 @@ class UnitOfWork:
 
     def load(self, model: type[M], rows: Iterable[Any], refresh: bool = False) -> list[M]:
         """Instances of `model` for rows read (mappings of column values), held by key."""
-        manager = sa_inspect(model).class_manager
         table = table_of(model)
         result: list[M] = []
         for values in rows:
@@ -105,11 +108,7 @@ class UnitOfWork:
                 assert isinstance(held, model)
                 result.append(held)
                 continue
-            # A bare instance filled in directly: the mapped constructor would cost ten
-            # times as much, replaying every attribute through the ORM's events.
-            row = manager.new_instance()
-            assert isinstance(row, model)
-            row.__dict__.update(values)
+            row = _bare(model, values)
             self._rows[(model, key)] = row
             self._read[id(row)] = (row, values)
             self.absent.discard((model, key))
@@ -139,11 +138,14 @@ class UnitOfWork:
 
     # Writing
 
-    def add(self, row: Base, key: Any) -> None:
-        """Add a new row; `get(type(row), key)` finds it before the flush."""
+    def new(self, model: type[M], **values: Any) -> M:
+        """A new row, inserted at the flush; `get(model, key)` finds it before that."""
+        row = _bare(model, values)
+        key = _key_of_values(table_of(model), values)
         self._new.append(row)
-        self._rows[(type(row), key)] = row
-        self.absent.discard((type(row), key))
+        self._rows[(model, key)] = row
+        self.absent.discard((model, key))
+        return row
 
     def flush(self) -> None:
         """Write the new rows and the changed columns of the rows read."""
@@ -180,6 +182,16 @@ class UnitOfWork:
         self.absent.clear()
         self.locked_runs.clear()
         self.job_states.clear()
+
+
+def _bare(model: type[M], values: dict[str, Any]) -> M:
+    """An instance of `model` holding `values`, that no session tracks. Filled in directly:
+    the mapped constructor costs ten times as much, replaying every value through the
+    ORM's attribute events."""
+    row = sa_inspect(model).class_manager.new_instance()
+    assert isinstance(row, model)
+    row.__dict__.update(values)
+    return row
 
 
 def _key_of_values(table: Table, values: dict[str, Any]) -> Any:

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 def on_heartbeat(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
     worker = uow.get(Worker, event.worker_id)
     if worker is None:
-        worker = Worker(
+        uow.new(
+            Worker,
             id=event.worker_id,
             host=event.host,
             queues=list(event.queues),
@@ -29,7 +30,6 @@ def on_heartbeat(event: WorkerHeartbeat, uow: UnitOfWork) -> None:
             last_seen=uow.now,
             status=event.status,
         )
-        uow.add(worker, worker.id)
         return
     if worker.status is WorkerStatus.STOPPED:
         return
