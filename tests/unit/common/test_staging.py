@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from common.errors import PermanentError
@@ -58,7 +59,7 @@ def test_rewriting_a_task_replaces_what_it_staged(tmp_path: Path) -> None:
     assert second.rows == 2
     assert read_table(area, second).column("id").to_pylist() == [100, 101]
     folder = tmp_path / "staging" / str(run_id) / str(task_id)
-    assert sorted(p.name for p in folder.iterdir()) == ["part-00000.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == ["part-00000.arrow"]
     assert len(first.files) == 3
 
 
@@ -113,7 +114,7 @@ def test_remove_older_than_keeps_recent_and_running_runs(area: StagingArea) -> N
     base = Path(area._base)
     (base / "not-a-run").mkdir()
     for run_id in (old, running):
-        for file in (base / str(run_id)).rglob("*.parquet"):
+        for file in (base / str(run_id)).rglob("*.arrow"):
             os.utime(file, (0, 0))
     removed = area.remove_older_than(timedelta(hours=1), keep={running})
     assert removed == [old]
@@ -214,4 +215,25 @@ def test_an_empty_result_keeps_its_columns_in_a_file(tmp_path: Path) -> None:
 def test_inline_data_that_is_not_arrow_fails_for_good(area: StagingArea) -> None:
     staged = StagedData(uri="file:///x", files=(), rows=1, inline="bm90IGFycm93")
     with pytest.raises(PermanentError, match="not an Arrow IPC stream"):
+        area.read(staged)
+
+
+def test_parquet_parts_staged_by_an_earlier_version_are_still_read(
+    area: StagingArea, tmp_path: Path
+) -> None:
+    """Runs in flight across an upgrade: their extract staged Parquet, their load reads it."""
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 3)])
+    (arrow_file,) = (tmp_path / "staging").rglob("*.arrow")
+    parquet_file = arrow_file.with_suffix(".parquet")
+    pq.write_table(pa.Table.from_batches([batch(0, 3)]), parquet_file)
+    arrow_file.unlink()
+    old = staged.model_copy(update={"files": (staged.files[0].replace(".arrow", ".parquet"),)})
+    assert read_table(area, old).equals(pa.Table.from_batches([batch(0, 3)]))
+
+
+def test_a_damaged_part_file_is_a_permanent_error(area: StagingArea, tmp_path: Path) -> None:
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 3)])
+    (arrow_file,) = (tmp_path / "staging").rglob("*.arrow")
+    arrow_file.write_bytes(arrow_file.read_bytes()[:40])
+    with pytest.raises(PermanentError, match="is not readable"):
         area.read(staged)
