@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, select
+from sqlalchemy import BindParameter, Table, bindparam, select
 
-from common.db.models import Base, JobDefinition, JobRun, JobState, Task, Worker
+from common.db.models import Base, JobDefinition, JobRun, JobState, Task, Worker, table_of
 from common.events import (
     Event,
     JobDue,
@@ -32,20 +32,37 @@ from scheduler.coordinator.uow import UnitOfWork
 _TaskEvent = TaskStarted | TaskSucceeded | TaskFailed
 
 # Built once: a statement's cache key is costly to compute per batch.
-_RUNS = JobRun.__table__
-_JOBS = JobDefinition.__table__
+_RUNS = table_of(JobRun)
+_JOBS = table_of(JobDefinition)
+_TASKS = table_of(Task)
+_STATES = table_of(JobState)
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
-_RUNS_WITH_JOBS = (
-    select(_RUNS, _JOBS)
+_RUNS_WITH_JOBS_AND_TASKS = (
+    select(_RUNS, _JOBS, _TASKS)
     .join(_JOBS, _RUNS.c.job_definition_id == _JOBS.c.id)
+    .outerjoin(_TASKS, _TASKS.c.job_run_id == _RUNS.c.id)
     .where(_RUNS.c.id.in_(_IDS))
     .order_by(_RUNS.c.id)
     .with_for_update(of=_RUNS)
 )
-_TASKS_OF_RUNS = select(Task.__table__).where(Task.__table__.c.job_run_id.in_(_IDS))
-_JOBS_BY_ID = select(_JOBS).where(_JOBS.c.id.in_(_IDS))
-_STATES_OF_JOBS = select(JobState.__table__).where(JobState.__table__.c.job_definition_id.in_(_IDS))
-_WORKERS_BY_ID = select(Worker.__table__).where(Worker.__table__.c.id.in_(_IDS))
+_JOBS_WITH_STATES = (
+    select(_JOBS, _STATES)
+    .outerjoin(_STATES, _STATES.c.job_definition_id == _JOBS.c.id)
+    .where(_JOBS.c.id.in_(_IDS))
+)
+_WORKERS_BY_ID = select(table_of(Worker)).where(table_of(Worker).c.id.in_(_IDS))
+
+
+def _split(row: Any, *tables: Table) -> list[dict[str, Any] | None]:
+    """A joined row's values, one mapping per table (None for an outer join's miss)."""
+    parts: list[dict[str, Any] | None] = []
+    start = 0
+    for table in tables:
+        keys = table.columns.keys()
+        values = row[start : start + len(keys)]
+        start += len(keys)
+        parts.append(None if values[0] is None else dict(zip(keys, values, strict=True)))
+    return parts
 
 
 def preload(uow: UnitOfWork, events: Sequence[tuple[Event, str | None]]) -> None:
@@ -70,38 +87,42 @@ def preload(uow: UnitOfWork, events: Sequence[tuple[Event, str | None]]) -> None
     conn = uow.conn
     due_jobs = set(job_ids)
     if run_ids:
-        # The runs with their jobs in one statement; only the runs are locked.
-        found_runs: set[uuid.UUID] = set()
-        width = len(_RUNS.columns)
-        runs, jobs = [], []
-        for row in conn.execute(_RUNS_WITH_JOBS, {"ids": sorted(run_ids)}):
-            runs.append(dict(zip(_RUNS.columns.keys(), row[:width], strict=True)))
-            jobs.append(dict(zip(_JOBS.columns.keys(), row[width:], strict=True)))
-        for run in uow.load(JobRun, runs):
-            found_runs.add(run.id)
-        for job in uow.load(JobDefinition, jobs):
-            job_ids.discard(job.id)
+        # Runs, their jobs and their tasks in one statement; only the runs are locked.
+        runs: list[dict[str, Any]] = []
+        jobs: list[dict[str, Any]] = []
+        tasks: list[dict[str, Any]] = []
+        for row in conn.execute(_RUNS_WITH_JOBS_AND_TASKS, {"ids": sorted(run_ids)}):
+            run_values, job_values, task_values = _split(row, _RUNS, _JOBS, _TASKS)
+            assert run_values is not None
+            assert job_values is not None
+            runs.append(run_values)
+            jobs.append(job_values)
+            if task_values is not None:
+                tasks.append(task_values)
+        found_runs = {run.id for run in uow.load(JobRun, runs)}
+        job_ids -= {job.id for job in uow.load(JobDefinition, jobs)}
+        found_tasks = {task.id for task in uow.load(Task, tasks)}
         uow.locked_runs.update(found_runs)
         _mark_absent(uow, JobRun, run_ids - found_runs)
-        found_tasks: set[uuid.UUID] = set()
-        if found_runs:
-            rows = conn.execute(_TASKS_OF_RUNS, {"ids": list(found_runs)}).mappings()
-            found_tasks = {task.id for task in uow.load(Task, rows)}
         # A run's tasks are all read: an id not among them does not exist yet (the load
         # task of a run whose extract is about to succeed).
         expected = {task_id(run_id, kind) for run_id in found_runs for kind in TaskType}
         _mark_absent(uow, Task, (task_ids | expected) - found_tasks)
-    if job_ids:
-        rows = conn.execute(_JOBS_BY_ID, {"ids": list(job_ids)}).mappings()
-        found_jobs = {job.id for job in uow.load(JobDefinition, rows)}
-        _mark_absent(uow, JobDefinition, job_ids - found_jobs)
-    if due_jobs:
-        # New runs dispatch their extract with the job's state; other readers of the
-        # state (a retried extract, a completed load) read it when they need it.
-        rows = conn.execute(_STATES_OF_JOBS, {"ids": list(due_jobs)}).mappings()
+    if job_ids or due_jobs:
+        # New runs dispatch their extract with the job's state, read with the job; other
+        # readers of the state (a retried extract, a completed load) read it on demand.
+        jobs, states = [], []
+        for row in conn.execute(_JOBS_WITH_STATES, {"ids": list(job_ids | due_jobs)}):
+            job_values, state_values = _split(row, _JOBS, _STATES)
+            assert job_values is not None
+            jobs.append(job_values)
+            if state_values is not None:
+                states.append(state_values)
+        _mark_absent(uow, JobDefinition, job_ids - {j.id for j in uow.load(JobDefinition, jobs)})
         uow.job_states.update({job_id: {} for job_id in due_jobs})
-        for state in uow.load(JobState, rows):
-            uow.job_states[state.job_definition_id][state.key] = state
+        for state in uow.load(JobState, states):
+            if state.job_definition_id in due_jobs:
+                uow.job_states[state.job_definition_id][state.key] = state
     if worker_ids:
         rows = conn.execute(_WORKERS_BY_ID, {"ids": list(worker_ids)}).mappings()
         found_workers = {worker.id for worker in uow.load(Worker, rows)}
