@@ -91,3 +91,21 @@ class CountedSource:
         except Exception as exc:
             self.error = self.error or exc
             raise
+
+
+def coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """The same rows in batches of at least `rows` (the last may be smaller): for drivers
+    that ingest a few large batches faster than many small ones. One batch's worth is held."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        if not pending and batch.num_rows >= rows:
+            yield batch
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.concat_batches(pending)
+            pending, count = [], 0
+    if pending:
+        yield pa.concat_batches(pending)
