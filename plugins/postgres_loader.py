@@ -25,17 +25,11 @@ from plugins.postgres_common import (
     PostgresConnection,
     connect,
     quote_identifier,
-    sql_literal,
     translate,
 )
 
 LOADS_TABLE = "_orc_loads"
 """Bookkeeping beside the table: one row per (table, run) whose load committed."""
-
-RUN_SETTING = "orc.run_id"
-RUN_DEFAULT = f"current_setting('{RUN_SETTING}', true)"
-"""`_orc_run_id`'s default: the run set with `SET LOCAL` in the loading transaction, so
-COPY need not send the same 36 characters with every row."""
 
 # PostgreSQL types (as `format_type` names them) that binary COPY of one Arrow type fills.
 _COPY_TYPES: dict[str, pa.DataType] = {
@@ -154,8 +148,7 @@ class PostgresLoader(Loader[PostgresLoaderConfig]):
             row = cursor.fetchone()
             return int(row[0]) if row else 0
 
-        cursor.execute(f"SET LOCAL {RUN_SETTING} = {sql_literal(run)}")
-        run_column = f"{RUN_ID_COLUMN} text DEFAULT {RUN_DEFAULT}"
+        run_column = f"{RUN_ID_COLUMN} uuid"
         existing = _columns(cursor, schema_name, table_name)
         if not existing:
             columns = "".join(f"{quote_identifier(f.name)} {_ddl_type(f)}, " for f in schema)
@@ -170,22 +163,26 @@ class PostgresLoader(Loader[PostgresLoaderConfig]):
                 )
             if RUN_ID_COLUMN not in existing:
                 cursor.execute(f"ALTER TABLE {table} ADD COLUMN {run_column}")
-            elif RUN_SETTING not in _run_column_default(cursor, schema_name, table_name):
-                # Once per table (a table made elsewhere): later loads find the default.
-                cursor.execute(
-                    f"ALTER TABLE {table} ALTER COLUMN {RUN_ID_COLUMN} SET DEFAULT {RUN_DEFAULT}"
-                )
             if config.mode == "replace":
                 cursor.execute(f"TRUNCATE {table}")
             existing = _columns(cursor, schema_name, table_name)
 
         targets = {f.name: _COPY_TYPES.get(_base_type(existing[f.name])) for f in schema}
-        if config.mode != "merge" and all(t is not None for t in targets.values()):
+        run_value = _run_value(self.context.run_id, existing[RUN_ID_COLUMN])
+        if (
+            config.mode != "merge"
+            and run_value is not None
+            and all(t is not None for t in targets.values())
+        ):
             direct = pa.schema(
                 [pa.field(name, type_) for name, type_ in targets.items() if type_ is not None]
             )
+            # The run goes with every row: COPY takes that faster than it evaluates a
+            # column default per row (`current_setting`), as 16 bytes faster than as text
+            # (1M rows, 5 columns: 1.25 s as uuid, 1.54 s as text, 1.06 s without).
+            with_run = direct.append(pa.field(RUN_ID_COLUMN, run_value.type))
             reader = pa.RecordBatchReader.from_batches(
-                direct, source.guard(_cast_all(source, direct))
+                with_run, source.guard(_with_run(_cast_all(source, direct), run_value))
             )
             cursor.adbc_ingest(table_name, reader, mode="append", db_schema_name=schema_name)
         else:
@@ -218,6 +215,7 @@ class PostgresLoader(Loader[PostgresLoaderConfig]):
         ]
         source_rows = quote_identifier(temporary)
         run = str(self.context.run_id)
+        run_cast = f"CAST($1 AS {existing[RUN_ID_COLUMN]})"
         if self.config.mode == "merge" and self.config.key_columns:
             keys = [quote_identifier(key) for key in self.config.key_columns]
             match = " AND ".join(f"{table}.{key} = _orc_new.{key}" for key in keys)
@@ -228,14 +226,14 @@ class PostgresLoader(Loader[PostgresLoaderConfig]):
             # Of rows sharing a key the last COPYed wins: a fresh heap keeps COPY's order.
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(names)}, {RUN_ID_COLUMN}) "
-                f"SELECT DISTINCT ON ({', '.join(keys)}) {', '.join(values)}, $1 "
+                f"SELECT DISTINCT ON ({', '.join(keys)}) {', '.join(values)}, {run_cast} "
                 f"FROM {source_rows} ORDER BY {', '.join(keys)}, ctid DESC",
                 (run,),
             )
         else:
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(names)}, {RUN_ID_COLUMN}) "
-                f"SELECT {', '.join(values)}, $1 FROM {source_rows}",
+                f"SELECT {', '.join(values)}, {run_cast} FROM {source_rows}",
                 (run,),
             )
         cursor.execute(f"DROP TABLE {source_rows}")
@@ -259,18 +257,6 @@ def _columns(cursor: Any, schema_name: str, table_name: str) -> dict[str, str]:
         (schema_name, table_name),
     )
     return {str(name): str(type_) for name, type_ in cursor.fetchall()}
-
-
-def _run_column_default(cursor: Any, schema_name: str, table_name: str) -> str:
-    cursor.execute(
-        "SELECT coalesce(pg_get_expr(d.adbin, d.adrelid), '') FROM pg_attribute a "
-        "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-        "WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3",
-        (schema_name, table_name, RUN_ID_COLUMN),
-    )
-    row = cursor.fetchone()
-    return str(row[0]) if row else ""
 
 
 def _base_type(formatted: str) -> str:
@@ -322,6 +308,23 @@ def _cast_all(source: CountedSource, schema: pa.Schema) -> Iterator[pa.RecordBat
     for batch in source:
         columns = [_cast(batch.column(field.name), field) for field in schema]
         yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _run_value(run_id: uuid.UUID, column_type: str) -> pa.Scalar | None:
+    """The run as binary COPY fills a run column of `column_type`; None when it cannot."""
+    base = _base_type(column_type)
+    if base == "uuid":
+        # uuid's binary COPY format is its 16 bytes, as a 16-byte binary value is sent.
+        return pa.scalar(run_id.bytes, pa.binary(16))
+    if _COPY_TYPES.get(base) == pa.string():
+        return pa.scalar(str(run_id), pa.string())
+    return None
+
+
+def _with_run(batches: Iterable[pa.RecordBatch], value: pa.Scalar) -> Iterator[pa.RecordBatch]:
+    """Each batch with the run's id as one more, constant, column."""
+    for batch in batches:
+        yield batch.append_column(RUN_ID_COLUMN, pa.repeat(value, batch.num_rows))
 
 
 def _cast(column: pa.Array, field: pa.Field) -> pa.Array:
