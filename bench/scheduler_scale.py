@@ -11,15 +11,16 @@ What it does:
    (`publish` in `asyncio.gather` chunks of 500, confirms pipelined), `--repeat` times; the
    time until every confirm is back (and, for information, until the last event reached a
    private queue). There is no outside baseline: no other scheduler runs here;
-3. binds a private queue of its own to `job.due` and records the wall-clock arrival of
-   every `JobDue` on it;
+3. binds a private queue of its own to `job.due` and `jobs.due` and records the
+   wall-clock arrival of every `JobDue`, and of every run a `JobsDue` carries (the
+   scheduler sends a tick's runs 100 to a `JobsDue`), on it;
 4. waits, if need be, until it is at least `--margin` seconds before a minute boundary,
    bulk-inserts `--jobs` enabled jobs scheduled `* * * * *` (`generate` → `null`) and a
    sentinel job (see below), and starts ONLY the scheduler (`python -m orc scheduler`):
    no coordinator or worker, so only the orchestration is measured (the events pile up
    in the coordinator's queue, deleted at the end);
 5. observes `--ticks` minute ticks: T1 is the first minute boundary after the scheduler
-   started, T2 = T1 + 60 s, ... For every JobDue with `scheduled_for` in those ticks, the
+   started, T2 = T1 + 60 s, ... For every run due with `scheduled_for` in those ticks, the
    lag is its arrival minus `scheduled_for`. Every job must arrive exactly once per tick:
    a (job, tick) with no event is "missed", every extra one "doubled". After the last
    tick it waits until every job's event arrived (at most `--grace` seconds), then
@@ -82,7 +83,7 @@ from benchlib import percentile  # noqa: E402
 from common.bus import Bus, connect_bus, delete_namespace  # noqa: E402
 from common.db.engine import make_engine, make_sessionmaker  # noqa: E402
 from common.db.models import JobDefinition  # noqa: E402
-from common.events import JobDue  # noqa: E402
+from common.events import JobDue, JobsDue  # noqa: E402
 from common.topology import coordinator_queue  # noqa: E402
 
 BROKER = throughput.BROKER
@@ -128,7 +129,8 @@ async def insert_jobs(url: str, count: int) -> tuple[set[uuid.UUID], uuid.UUID, 
 
 
 class DueTap:
-    """Records the wall-clock arrival and the body of every `JobDue` on a private queue.
+    """Records the wall-clock arrival and the body of every `JobDue` and `JobsDue` on a
+    private queue.
 
     The callback only appends: parsing happens later, off the arrival path.
     """
@@ -137,7 +139,7 @@ class DueTap:
         self.received: list[tuple[float, bytes]] = []
 
     async def start(self, bus: Bus) -> None:
-        queue = await bus.declare_private_queue([JobDue.routing_key])
+        queue = await bus.declare_private_queue([JobDue.routing_key, JobsDue.routing_key])
         await queue.consume(self._on_message, no_ack=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -158,17 +160,21 @@ class Observation:
         end = len(received)
         for arrived, body in received[self.parsed : end]:
             data = json.loads(body)
-            if data.get("scheduled_for") is None:
-                self.unscheduled += 1
-                continue
-            tick = datetime.fromisoformat(data["scheduled_for"]).astimezone(UTC)
-            key = (uuid.UUID(data["job_definition_id"]), tick)
-            self.counts[key] += 1
-            if key not in self.first_arrival:
-                self.first_arrival[key] = arrived
-                occurred = datetime.fromisoformat(data["occurred_at"]).timestamp()
-                self.publish_lag[key] = occurred - tick.timestamp()
+            occurred = datetime.fromisoformat(data["occurred_at"]).timestamp()
+            for run in data.get("runs", [data]):
+                self._count(arrived, occurred, run)
         self.parsed = end
+
+    def _count(self, arrived: float, occurred: float, run: dict[str, Any]) -> None:
+        if run.get("scheduled_for") is None:
+            self.unscheduled += 1
+            return
+        tick = datetime.fromisoformat(run["scheduled_for"]).astimezone(UTC)
+        key = (uuid.UUID(run["job_definition_id"]), tick)
+        self.counts[key] += 1
+        if key not in self.first_arrival:
+            self.first_arrival[key] = arrived
+            self.publish_lag[key] = occurred - tick.timestamp()
 
     def arrived_for(self, tick: datetime, jobs: set[uuid.UUID]) -> int:
         return sum(1 for job, t in self.first_arrival if t == tick and job in jobs)

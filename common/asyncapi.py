@@ -35,7 +35,8 @@ _CONVENTIONS = """\
 Every message is a JSON event (`content_type: application/json`) published persistently
 to the topic exchange `{exchange}` with its routing key; `message_id` is the event's
 `event_id`, `type` its class name. An outside program starts a run by publishing `JobDue`
-with routing key `job.due`. A message that cannot be parsed or does not fit its schema
+with routing key `job.due`, or several at once with `JobsDue` (`jobs.due`), as the
+scheduler sends each tick's runs. A message that cannot be parsed or does not fit its schema
 ends on the dead-letter queue `{dead}` with its reason in the header `{reason}`; one
 delivered too often is dead-lettered there by the broker (header `x-death`). Either way
 the messages behind it go on."""

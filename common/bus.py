@@ -180,22 +180,36 @@ class Bus:
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Set a message aside on `<ns>.dead` with its reason, then ack it."""
-        if self._dead_exchange is None:
-            raise RuntimeError("Bus.connect() was not awaited")
-        headers = dict(message.headers or {})
-        headers[REASON_HEADER] = reason[:1000]
-        headers[SOURCE_QUEUE_HEADER] = message.routing_key or ""
         copy = aio_pika.Message(
             message.body,
-            headers=headers,
+            headers=dict(message.headers or {}),
             content_type=message.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message.message_id,
             type=message.type,
         )
-        await self._dead_exchange.publish(copy, routing_key=message.routing_key or "")
+        await self._set_aside(copy, message.routing_key or "", reason)
         await message.ack()
-        DEAD_LETTERED.labels(message.routing_key or "").inc()
+
+    async def dead_letter_event(self, event: Event, reason: str) -> None:
+        """Set one event aside on `<ns>.dead` with its reason: one of several a message
+        carried (a `JobsDue`), when the others went through."""
+        copy = aio_pika.Message(
+            event.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(event.event_id),
+            type=type(event).__name__,
+        )
+        await self._set_aside(copy, event.routing_key, reason)
+
+    async def _set_aside(self, copy: aio_pika.Message, routing_key: str, reason: str) -> None:
+        if self._dead_exchange is None:
+            raise RuntimeError("Bus.connect() was not awaited")
+        copy.headers[REASON_HEADER] = reason[:1000]
+        copy.headers[SOURCE_QUEUE_HEADER] = routing_key
+        await self._dead_exchange.publish(copy, routing_key=routing_key)
+        DEAD_LETTERED.labels(routing_key).inc()
 
     async def consume(self, queue_name: str, callback: MessageCallback, prefetch: int) -> Consumer:
         """Consume a declared queue on a channel of its own, with its own prefetch.

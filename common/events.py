@@ -52,6 +52,47 @@ class JobDue(Event):
     scheduled_for: AwareDatetime | None = None
 
 
+MAX_JOBS_DUE = 1000
+"""The most runs one `JobsDue` may ask for: a message stays well under a megabyte."""
+
+
+class DueRun(BaseModel):
+    """One run a `JobsDue` asks for: a `JobDue` without the envelope."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    job_definition_id: uuid.UUID
+    run_id: uuid.UUID
+    scheduled_for: AwareDatetime | None = None
+
+
+class JobsDue(Event):
+    """Several jobs due at once, each run as a `JobDue` of its own would start it.
+
+    The scheduler sends a tick's runs this way, up to `MAX_JOBS_DUE` a message: a broker
+    on two cores takes about 4,000 persistent messages a second, so 10,000 jobs due on
+    the same minute took 2.5 s as single `JobDue`s and take a few hundredths as these.
+    A run id is required here, since the message's id cannot tell the runs apart.
+    """
+
+    routing_key: ClassVar[str] = "jobs.due"
+    trigger: Trigger = Trigger.SCHEDULE
+    runs: tuple[DueRun, ...] = Field(min_length=1, max_length=MAX_JOBS_DUE)
+
+    def each(self) -> list[JobDue]:
+        """One `JobDue` per run, as the coordinator handles them."""
+        return [
+            JobDue(
+                event_id=run.run_id,
+                occurred_at=self.occurred_at,
+                job_definition_id=run.job_definition_id,
+                run_id=run.run_id,
+                trigger=self.trigger,
+                scheduled_for=run.scheduled_for,
+            )
+            for run in self.runs
+        ]
+
+
 class StagedData(BaseModel):
     """Where an extract left its rows: Parquet files under the staging location, or for a
     result of a few kilobytes (`ORC_STAGING_INLINE_BYTES`) the rows themselves, which
@@ -229,6 +270,7 @@ class StateChanges(Event):
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     JobDue,
+    JobsDue,
     TaskDispatched,
     TaskStarted,
     TaskProgress,

@@ -11,6 +11,7 @@ from typing import Any
 
 from common.events import (
     JobDue,
+    JobsDue,
     RunCancelRequested,
     TaskFailed,
     TaskStarted,
@@ -90,6 +91,7 @@ def task_routing_key(task_type: TaskType | str) -> str:
 
 COORDINATOR_KEYS = (
     JobDue.routing_key,
+    JobsDue.routing_key,
     TaskStarted.routing_key,
     TaskSucceeded.routing_key,
     TaskFailed.routing_key,

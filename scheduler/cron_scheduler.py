@@ -1,4 +1,7 @@
-"""The cron scheduler: emits one `JobDue` per due tick of every enabled, scheduled job.
+"""The cron scheduler: asks for one run per due tick of every enabled, scheduled job.
+
+A tick's runs go out together, `JOBS_PER_MESSAGE` to a `JobsDue`: thousands of jobs due
+on the same minute are a few dozen messages, not thousands.
 
 Its run id for a tick is derived from (job id, tick), so a second scheduler, or this one
 restarted, never makes a second run of the same tick. After downtime it fires only the
@@ -23,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.bus import Bus
 from common.cron import InvalidSchedule, latest_tick, next_tick
 from common.db.models import JobDefinition, JobRun
-from common.events import JobDefinitionChanged, JobDue, utcnow
+from common.events import DueRun, JobDefinitionChanged, JobsDue, utcnow
 from common.ids import scheduled_run_id
 from common.metrics import TICK_LAG
 from common.states import Trigger
@@ -32,6 +35,8 @@ from common.tracing import starting
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_SECONDS = 0.5
+JOBS_PER_MESSAGE = 100
+"""Runs per `JobsDue`: the coordinator's batch, so one message is one transaction."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Scheduler:
             }
             last_ticks = await self._last_scheduled_ticks(session) if catch_up else {}
         now = self.clock()
+        missed: list[tuple[ScheduledJob, datetime]] = []
         for job_id in list(self._next):
             if job_id not in jobs or jobs[job_id] != self._jobs.get(job_id):
                 del self._next[job_id]
@@ -110,10 +116,12 @@ class Scheduler:
                 continue
             try:
                 if catch_up:
-                    await self._catch_up(job, last_ticks.get(job.id), now)
+                    missed.extend(self._missed(job, last_ticks.get(job.id), now))
                 self._next[job.id] = next_tick(job.schedule, job.timezone, now)
             except InvalidSchedule as exc:
                 log.error("job %s has an unusable schedule: %s", job.id, exc)
+        if missed:
+            await self._publish(missed)
 
     async def _last_scheduled_ticks(self, session: AsyncSession) -> dict[uuid.UUID, datetime]:
         stmt = (
@@ -127,12 +135,13 @@ class Scheduler:
                 result[job_id] = tick
         return result
 
-    async def _catch_up(self, job: ScheduledJob, last: datetime | None, now: datetime) -> None:
-        """Fire the latest tick missed while no scheduler ran, once."""
+    def _missed(
+        self, job: ScheduledJob, last: datetime | None, now: datetime
+    ) -> list[tuple[ScheduledJob, datetime]]:
+        """The latest tick missed while no scheduler ran (to fire once), if there is one."""
         missed = latest_tick(job.schedule, job.timezone, now)
         floor = max(last, job.created_at) if last else job.created_at
-        if missed is not None and missed > floor:
-            await self._publish(job, missed)
+        return [(job, missed)] if missed is not None and missed > floor else []
 
     async def _fire_due(self, now: datetime) -> None:
         due = [(job_id, tick) for job_id, tick in self._next.items() if tick <= now]
@@ -141,47 +150,50 @@ class Scheduler:
         # Thousands of jobs share a handful of schedules: each (schedule, zone) is worked
         # out once per round, not once per job (croniter costs tens of microseconds).
         ticks: dict[tuple[str, str], tuple[datetime | None, datetime]] = {}
-        results = await asyncio.gather(
-            *(
-                self._fire(self._jobs[job_id], now, ticks)
-                for job_id, _ in due
-                if job_id in self._jobs
-            ),
-            return_exceptions=True,
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        log.info("due ticks fired: %d", len(results) - len(failures))
-        if failures:
-            # The tick stays due and is tried again: its run id keeps a retry harmless.
-            log.error("could not publish %d due ticks: %s", len(failures), failures[0])
+        firing: list[tuple[ScheduledJob, datetime]] = []
+        following: dict[uuid.UUID, datetime] = {}
+        for job_id, _ in due:
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
+            key = (job.schedule, job.timezone)
+            if key not in ticks:
+                ticks[key] = (
+                    latest_tick(job.schedule, job.timezone, now),
+                    next_tick(job.schedule, job.timezone, now),
+                )
+            # If the loop woke late and several ticks passed, only the latest one runs.
+            tick, following[job_id] = ticks[key]
+            if tick is not None:
+                firing.append((job, tick))
+        try:
+            await self._publish(firing)
+        except Exception as exc:
+            # The ticks stay due and are tried again: their run ids keep a retry harmless.
+            log.error("could not publish %d due ticks: %s", len(firing), exc)
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
+            return
+        self._next.update(following)
+        log.info("due ticks fired: %d", len(firing))
 
-    async def _fire(
-        self,
-        job: ScheduledJob,
-        now: datetime,
-        ticks: dict[tuple[str, str], tuple[datetime | None, datetime]],
-    ) -> None:
-        key = (job.schedule, job.timezone)
-        if key not in ticks:
-            ticks[key] = (
-                latest_tick(job.schedule, job.timezone, now),
-                next_tick(job.schedule, job.timezone, now),
+    async def _publish(self, firing: list[tuple[ScheduledJob, datetime]]) -> None:
+        """One `JobsDue` per `JOBS_PER_MESSAGE` ticks, their confirms awaited together."""
+        events = [
+            JobsDue(
+                runs=tuple(
+                    DueRun(
+                        job_definition_id=job.id,
+                        run_id=scheduled_run_id(job.id, tick),
+                        scheduled_for=tick,
+                    )
+                    for job, tick in firing[start : start + JOBS_PER_MESSAGE]
+                )
             )
-        # If the loop woke late and several ticks passed, only the latest one runs.
-        tick, following = ticks[key]
-        if tick is not None:
-            await self._publish(job, tick)
-        self._next[job.id] = following
-
-    async def _publish(self, job: ScheduledJob, tick: datetime) -> None:
-        event = JobDue(
-            job_definition_id=job.id,
-            run_id=scheduled_run_id(job.id, tick),
-            trigger=Trigger.SCHEDULE,
-            scheduled_for=tick,
-        )
-        with starting("scheduler tick", job=job.id, run_id=event.run_id):
-            await self.bus.publish(event)
-        TICK_LAG.observe(max(0.0, (self.clock() - tick).total_seconds()))
-        log.debug("job %s due at %s (run %s)", job.id, tick.isoformat(), event.run_id)
+            for start in range(0, len(firing), JOBS_PER_MESSAGE)
+        ]
+        with starting("scheduler tick", jobs=len(firing)):
+            await asyncio.gather(*(self.bus.publish(event) for event in events))
+        now = self.clock()
+        for job, tick in firing:
+            TICK_LAG.observe(max(0.0, (now - tick).total_seconds()))
+            log.debug("job %s due at %s", job.id, tick.isoformat())

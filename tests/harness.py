@@ -19,7 +19,7 @@ from sqlalchemy import select
 from common.bus import Bus, Outgoing, connect_bus
 from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.models import JobDefinition, JobRun, Task
-from common.events import EVENTS_BY_ROUTING_KEY, Event, RunFinished, StateChanges
+from common.events import EVENTS_BY_ROUTING_KEY, Event, JobsDue, RunFinished, StateChanges
 from common.settings import Settings
 from common.states import TaskType
 from orc import runtime
@@ -44,8 +44,15 @@ class Tap:
         if model is None:
             return
         event = model.model_validate_json(message.body)
-        # Status changes travel folded, one message per transaction: a test awaits each.
-        for one in event.changes if isinstance(event, StateChanges) else (event,):
+        # Status changes travel folded, one message per transaction, and the scheduler's
+        # runs one message per tick: a test awaits each.
+        if isinstance(event, StateChanges):
+            unfolded: Sequence[Event] = event.changes
+        elif isinstance(event, JobsDue):
+            unfolded = event.each()
+        else:
+            unfolded = (event,)
+        for one in unfolded:
             await self.received.put(one)
 
     async def next(self, model: type[E], timeout: float = 20.0, **match: Any) -> E:
@@ -139,6 +146,19 @@ async def insert_job(settings: Settings, **fields: Any) -> JobDefinition:
         return job
     finally:
         await engine.dispose()
+
+
+async def generate_job(settings: Settings, name: str, rows: int = 1) -> JobDefinition:
+    """A job that only orchestrates: `generate` `rows` rows into `null`, one attempt."""
+    return await insert_job(
+        settings,
+        name=name,
+        extractor_type="generate",
+        extractor_config={"rows": rows},
+        loader_type="null",
+        loader_config={},
+        max_attempts=1,
+    )
 
 
 async def read_run(settings: Settings, run_id: uuid.UUID) -> tuple[JobRun | None, list[Task]]:

@@ -10,6 +10,7 @@ from common.errors import PoisonMessage
 from common.events import (
     Event,
     JobDue,
+    JobsDue,
     RunCancelRequested,
     TaskFailed,
     TaskStarted,
@@ -54,9 +55,14 @@ ROUTES: dict[str, Route[Any]] = {
 }
 
 
-def parse(routing_key: str, body: bytes) -> tuple[Event, Route[Any]]:
-    """Raises `PoisonMessage` for an unknown key or a body that is not the event."""
+def parse(routing_key: str, body: bytes) -> list[tuple[Event, Route[Any]]]:
+    """The events a message carries (several for a `JobsDue`), each with its route.
+
+    Raises `PoisonMessage` for an unknown key or a body that is not the event."""
+    if routing_key == JobsDue.routing_key:
+        due = ROUTES[JobDue.routing_key]
+        return [(event, due) for event in parse_event(JobsDue, body).each()]
     route = ROUTES.get(routing_key)
     if route is None:
         raise PoisonMessage(f"the coordinator handles no routing key {routing_key!r}")
-    return parse_event(route.model, body), route
+    return [(parse_event(route.model, body), route)]

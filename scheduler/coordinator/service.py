@@ -86,6 +86,9 @@ class _Item:
     message: AbstractIncomingMessage
     event: Event
     route: Route[Any]
+    shared: bool = False
+    """The message carries other events too (a `JobsDue`): it is acked once all are
+    handled, and one of them refused is set aside alone."""
 
 
 class Coordinator:
@@ -190,17 +193,20 @@ class Coordinator:
         return result
 
     async def _handle_batch(self, messages: list[AbstractIncomingMessage]) -> None:
-        items: list[_Item] = []
+        carried: list[list[_Item]] = []
         for message in messages:
             try:
-                event, route = parse(message.routing_key or "", message.body)
+                parts = parse(message.routing_key or "", message.body)
             except PoisonMessage as exc:
                 log.warning("dead-lettering a message on %s: %s", message.routing_key, exc)
                 await self.bus.dead_letter(message, str(exc))
                 continue
-            items.append(_Item(message, event, route))
-        if not items:
-            return
+            shared = len(parts) > 1
+            carried.append([_Item(message, event, route, shared) for event, route in parts])
+        for items in _transactions(carried, self.config.batch_size):
+            await self._handle_items(items)
+
+    async def _handle_items(self, items: list[_Item]) -> None:
         try:
             rejected, uow = await self._commit(lambda uow: self._apply_fast(items, uow))
         except _OneByOne:
@@ -216,14 +222,21 @@ class Coordinator:
     async def _settle(self, items: list[_Item], uow: UnitOfWork, rejected: dict[int, str]) -> None:
         try:
             await self._publish(uow)
+            shared: dict[int, AbstractIncomingMessage] = {}
             for item in items:
                 reason = rejected.get(id(item))
-                if reason is None:
+                if item.shared:
+                    shared[id(item.message)] = item.message
+                    if reason is not None:
+                        await self.bus.dead_letter_event(item.event, reason)
+                elif reason is None:
                     if isinstance(item.event, WorkerHeartbeat):
                         HEARTBEATS.inc()
                     await item.message.ack()
                 else:
                     await self.bus.dead_letter(item.message, reason)
+            for message in shared.values():
+                await message.ack()
         except Exception:
             # Typically the broker went away. The state and its outbox are committed (the
             # relay sends the events), so handing the messages back is safe.
@@ -357,6 +370,19 @@ class Coordinator:
         removed = await asyncio.to_thread(staging.remove_older_than, age, active)
         if removed:
             log.info("removed staged files of %d finished runs", len(removed))
+
+
+def _transactions(carried: list[list[_Item]], size: int) -> Iterator[list[_Item]]:
+    """The items in groups of about `size`, one transaction each; a message's items stay
+    in one group, since the message is acked once its group commits."""
+    group: list[_Item] = []
+    for items in carried:
+        if group and len(group) + len(items) > size:
+            yield group
+            group = []
+        group.extend(items)
+    if group:
+        yield group
 
 
 def _nothing(uow: UnitOfWork) -> None:

@@ -20,6 +20,7 @@ from common.bus import Bus
 from common.events import (
     EVENTS_BY_ROUTING_KEY,
     Event,
+    JobsDue,
     StateChanges,
     TaskDispatched,
     TaskFailed,
@@ -71,6 +72,9 @@ class Recorder:
         elif isinstance(event, StateChanges):
             at = time.monotonic()
             self.seen.extend(Seen(change, key, at) for change in event.changes)
+        elif isinstance(event, JobsDue):
+            at = time.monotonic()
+            self.seen.extend(Seen(due, key, at) for due in event.each())
         else:
             self.seen.append(Seen(event, key, time.monotonic()))
         self._bell.set()

@@ -19,7 +19,7 @@ from common.events import (
 from common.settings import Settings
 from common.states import RunStatus, TaskStatus, TaskType
 from plugins.registry import clear_registrations
-from tests.harness import Tap, engine_running, insert_job, publish, read_run, tap
+from tests.harness import Tap, engine_running, generate_job, insert_job, publish, read_run, tap
 from tests.test_plugins import register
 
 
@@ -41,15 +41,7 @@ async def test_a_short_attempt_reports_its_start_with_its_outcome(
     sqlite_settings: Settings,
 ) -> None:
     settings = sqlite_settings.model_copy(update={"start_report_seconds": 5.0})
-    job = await insert_job(
-        settings,
-        name="short",
-        extractor_type="generate",
-        extractor_config={"rows": 3},
-        loader_type="null",
-        loader_config={},
-        max_attempts=1,
-    )
+    job = await generate_job(settings, "short", rows=3)
     run_id = uuid.uuid4()
     keys = ("task.started", "task.succeeded", "state.changes", "run.finished")
     async with tap(settings, *keys) as t, engine_running(settings):

@@ -322,9 +322,8 @@ def test_concurrent_loads_of_one_run_load_once(pg_dsn: str, tmp_path: Path) -> N
     for thread in threads:
         thread.join(30)
     assert errors == []
-    assert sql(pg_dsn, "SELECT count(*) FROM people WHERE _orc_run_id = CAST($1 AS uuid)", (str(run_id),)) == [
-        (6,)
-    ]
+    loaded = "SELECT count(*) FROM people WHERE _orc_run_id = CAST($1 AS uuid)"
+    assert sql(pg_dsn, loaded, (str(run_id),)) == [(6,)]
 
 
 def test_unsupported_and_reserved_columns_are_permanent(pg_dsn: str, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from common.bus import connect_bus
 from common.cron import latest_tick
 from common.db.engine import make_engine, make_sessionmaker
 from common.db.models import JobDefinition, JobRun
-from common.events import Event, JobDue, RunFinished, TaskStarted, utcnow
+from common.events import Event, JobDue, JobsDue, RunFinished, TaskStarted, utcnow
 from common.ids import scheduled_run_id, task_id
 from common.settings import Settings
 from common.states import RunStatus, TaskStatus, TaskType, Trigger
@@ -37,6 +37,8 @@ CSV_ROWS = 20
 # How late a run may be recorded after its tick: the scheduler wakes on the tick and the
 # coordinator records the run as soon as it hears of it.
 MAX_LATENESS = timedelta(seconds=1.5)
+# The scheduler sends a tick's runs as `JobsDue`; anyone else sends `JobDue`.
+DUE_KEYS = (JobDue.routing_key, JobsDue.routing_key)
 
 
 def write_csv(path: Path, rows: int = CSV_ROWS) -> None:
@@ -165,7 +167,7 @@ async def test_two_schedulers_make_one_run_per_tick(settings: Settings, data_roo
     job = await csv_job(settings, data_root, EVERY_TWO_SECONDS)
 
     async with (
-        tap(settings, JobDue.routing_key, RunFinished.routing_key) as t,
+        tap(settings, *DUE_KEYS, RunFinished.routing_key) as t,
         engine_running(settings, ("coordinator", "worker")),
         engine_running(settings, ("scheduler",)),
         engine_running(settings, ("scheduler",)),
@@ -249,7 +251,7 @@ async def test_catch_up_after_downtime_fires_the_latest_missed_tick_once(
         readings.append(utcnow())
         return readings[-1]
 
-    async with tap(settings, JobDue.routing_key) as t, scheduler_running(settings, clock):
+    async with tap(settings, *DUE_KEYS) as t, scheduler_running(settings, clock):
         dues = [await t.next(JobDue, job_definition_id=job.id) for _ in range(3)]
 
     start = readings[0]  # what the scheduler took for "now" when it started
@@ -279,7 +281,7 @@ async def test_unusable_schedules_do_not_stop_the_others(
     await csv_job(settings, data_root, EVERY_SECOND, timezone="Mars/Olympus_Mons")
     good = await csv_job(settings, data_root, EVERY_SECOND)
 
-    async with tap(settings, JobDue.routing_key) as t, engine_running(settings, ("scheduler",)):
+    async with tap(settings, *DUE_KEYS) as t, engine_running(settings, ("scheduler",)):
         dues = [await t.next(JobDue, timeout=10) for _ in range(2)]
 
     assert {d.job_definition_id for d in dues} == {good.id}
