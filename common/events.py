@@ -109,6 +109,28 @@ class StagedData(BaseModel):
     )
 
 
+class LoadOrder(BaseModel):
+    """The first attempt of a run's load, riding in its extract's dispatch."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    task_id: uuid.UUID
+    plugin: str
+    config: dict[str, Any]
+    timeout_seconds: float | None = None
+
+
+class LoadResult(BaseModel):
+    """How the load that rode in an extract's dispatch ended (its first attempt)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    task_id: uuid.UUID
+    started_at: AwareDatetime
+    worker_id: str
+    rows: int = 0
+    error: str | None = Field(default=None, description="Set when the load failed.")
+    retryable: bool = True
+
+
 class TaskDispatched(Event):
     """An order to a worker: run this attempt of this task.
 
@@ -130,6 +152,29 @@ class TaskDispatched(Event):
         description="What the job kept from earlier runs (an incremental extract's cursor).",
     )
     timeout_seconds: float | None = None
+    then: LoadOrder | None = Field(
+        default=None,
+        description="For an extract: its run's load, which a worker that also takes load "
+        "tasks runs right after it when the extract's result rides inline "
+        "(`StagedData.inline`), reporting both outcomes in one `TaskSucceeded` (`load`). "
+        "Any other worker leaves it: the coordinator then dispatches the load on its own.",
+    )
+
+    def load_order(self, staged: StagedData) -> TaskDispatched:
+        """The load that rode in this extract's dispatch, as its own dispatch would be."""
+        if self.then is None:
+            raise ValueError("this dispatch carries no load")
+        return TaskDispatched(
+            task_id=self.then.task_id,
+            run_id=self.run_id,
+            job_definition_id=self.job_definition_id,
+            task_type=TaskType.LOAD,
+            attempt=1,
+            plugin=self.then.plugin,
+            config=self.then.config,
+            staged=staged,
+            timeout_seconds=self.then.timeout_seconds,
+        )
 
 
 class TaskStarted(Event):
@@ -173,6 +218,12 @@ class TaskSucceeded(TaskOutcome):
     state_update: dict[str, Any] | None = Field(
         default=None,
         description="Keys to store in the job's state once the run completes.",
+    )
+
+    load: LoadResult | None = Field(
+        default=None,
+        description="For an extract whose dispatch carried its load (`then`): the outcome "
+        "of that load, run by the same worker right after it.",
     )
 
 

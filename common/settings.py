@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         "RUNNING) once it has run this long; a shorter attempt reports its start with its "
         "outcome, one message instead of two. 0 reports every start at once.",
     )
+    load_after_extract: bool = Field(
+        default=True,
+        description="An extract is dispatched with its load, and a worker that takes both "
+        "runs the load right after an extract whose result rides inline "
+        "(`ORC_STAGING_INLINE_BYTES`), reporting both in one message: a small run takes "
+        "two coordinator steps instead of three. Off: every load is dispatched on its own.",
+    )
     outbox_relay_seconds: float = Field(
         default=10.0,
         gt=0,

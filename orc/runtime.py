@@ -78,6 +78,7 @@ async def run_coordinator(res: Resources) -> None:
         lost_after_heartbeats=s.lost_after_heartbeats,
         outbox_relay_seconds=s.outbox_relay_seconds,
         seal=config_sealer(secret_key(s)),
+        load_after_extract=s.load_after_extract,
         staging=StagingArea(s.staging_url),
         staging_retention_seconds=s.staging_retention_hours * 3600,
     )

@@ -47,6 +47,28 @@ class ScheduledJob:
     created_at: datetime
 
 
+class _Ticks:
+    """The latest tick at or before `now` and the next one after it, per (schedule, zone).
+
+    Thousands of jobs share a handful of schedules: each is worked out once per round,
+    not once per job (croniter costs tens of microseconds; 10,000 jobs took seconds).
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._known: dict[tuple[str, str], tuple[datetime | None, datetime]] = {}
+
+    def around(self, job: ScheduledJob) -> tuple[datetime | None, datetime]:
+        """Raises `InvalidSchedule` for a schedule or zone that cannot be used."""
+        key = (job.schedule, job.timezone)
+        if key not in self._known:
+            self._known[key] = (
+                latest_tick(job.schedule, job.timezone, self.now),
+                next_tick(job.schedule, job.timezone, self.now),
+            )
+        return self._known[key]
+
+
 class Scheduler:
     def __init__(
         self,
@@ -111,15 +133,21 @@ class Scheduler:
             if job_id not in jobs or jobs[job_id] != self._jobs.get(job_id):
                 del self._next[job_id]
         self._jobs = jobs
+        ticks = _Ticks(now)
         for job in jobs.values():
             if job.id in self._next:
                 continue
             try:
-                if catch_up:
-                    missed.extend(self._missed(job, last_ticks.get(job.id), now))
-                self._next[job.id] = next_tick(job.schedule, job.timezone, now)
+                latest, following = ticks.around(job)
             except InvalidSchedule as exc:
                 log.error("job %s has an unusable schedule: %s", job.id, exc)
+                continue
+            if catch_up and latest is not None:
+                # Fire the latest tick missed while no scheduler ran, once.
+                last = last_ticks.get(job.id)
+                if latest > (max(last, job.created_at) if last else job.created_at):
+                    missed.append((job, latest))
+            self._next[job.id] = following
         if missed:
             await self._publish(missed)
 
@@ -135,35 +163,19 @@ class Scheduler:
                 result[job_id] = tick
         return result
 
-    def _missed(
-        self, job: ScheduledJob, last: datetime | None, now: datetime
-    ) -> list[tuple[ScheduledJob, datetime]]:
-        """The latest tick missed while no scheduler ran (to fire once), if there is one."""
-        missed = latest_tick(job.schedule, job.timezone, now)
-        floor = max(last, job.created_at) if last else job.created_at
-        return [(job, missed)] if missed is not None and missed > floor else []
-
     async def _fire_due(self, now: datetime) -> None:
         due = [(job_id, tick) for job_id, tick in self._next.items() if tick <= now]
         if not due:
             return
-        # Thousands of jobs share a handful of schedules: each (schedule, zone) is worked
-        # out once per round, not once per job (croniter costs tens of microseconds).
-        ticks: dict[tuple[str, str], tuple[datetime | None, datetime]] = {}
+        ticks = _Ticks(now)
         firing: list[tuple[ScheduledJob, datetime]] = []
         following: dict[uuid.UUID, datetime] = {}
         for job_id, _ in due:
             job = self._jobs.get(job_id)
             if job is None:
                 continue
-            key = (job.schedule, job.timezone)
-            if key not in ticks:
-                ticks[key] = (
-                    latest_tick(job.schedule, job.timezone, now),
-                    next_tick(job.schedule, job.timezone, now),
-                )
             # If the loop woke late and several ticks passed, only the latest one runs.
-            tick, following[job_id] = ticks[key]
+            tick, following[job_id] = ticks.around(job)
             if tick is not None:
                 firing.append((job, tick))
         try:

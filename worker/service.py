@@ -32,6 +32,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from common.bus import Bus, Consumer
 from common.errors import OrcError, PermanentError, PoisonMessage
 from common.events import (
+    LoadResult,
     RunCancelled,
     RunningAttempt,
     StagedData,
@@ -47,9 +48,9 @@ from common.logs import log_context
 from common.metrics import BYTES_STAGED, ROWS, TASK_ATTEMPTS, TASK_DURATION
 from common.parsing import parse_event
 from common.staging import StagingArea
-from common.states import WorkerStatus
+from common.states import TaskType, WorkerStatus
 from common.topology import task_queue
-from common.tracing import consuming
+from common.tracing import consuming, starting
 from worker.execution import ExecutionOptions, execute_task
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class _Attempt:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = ""
     settled: bool = False
+    shares_message: bool = False
+    """A load run right after its extract: the extract's attempt settles the message."""
 
     def interrupt(self, reason: str) -> None:
         self.stop_reason = reason
@@ -91,7 +94,7 @@ class _Attempt:
 
     async def settle(self, requeue: bool = False) -> None:
         """Ack (or hand back) the message, once."""
-        if self.settled:
+        if self.settled or self.shares_message:
             return
         self.settled = True
         if requeue:
@@ -118,6 +121,7 @@ class Worker:
         self._heartbeats: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._takes_loads = TaskType.LOAD.queue_suffix in config.queues
 
     async def start(self) -> None:
         cancellations = await self.bus.declare_private_queue([RunCancelled.routing_key])
@@ -267,6 +271,7 @@ class Worker:
             outcome = await self._execute(attempt)
             if timer is not None:
                 timer.cancel()
+            outcome = await self._then_load(task, message, outcome)
             if started:
                 await started[0]
             else:
@@ -286,6 +291,50 @@ class Worker:
             self._running.pop(task.task_id, None)
             if not self._running:
                 self._idle.set()
+
+    async def _then_load(
+        self,
+        task: TaskDispatched,
+        message: AbstractIncomingMessage,
+        outcome: TaskSucceeded | TaskFailed,
+    ) -> TaskSucceeded | TaskFailed:
+        """The extract's outcome, with its load's when the load rode in the dispatch and
+        this worker ran it at once (see `TaskDispatched.then`)."""
+        if (
+            task.then is None
+            or not isinstance(outcome, TaskSucceeded)
+            or outcome.staged is None
+            or outcome.staged.inline is None
+            or not self._takes_loads
+            or self._stopping
+            or task.run_id in self._cancelled_runs
+        ):
+            return outcome
+        load = task.load_order(outcome.staged)
+        attempt = _Attempt(load, message, shares_message=True)
+        self._running[load.task_id] = attempt
+        started_at = utcnow()
+        try:
+            with starting(
+                f"worker {load.task_type.value} {load.plugin}",
+                run_id=load.run_id,
+                task_id=load.task_id,
+                attempt=load.attempt,
+            ):
+                ran = await self._execute(attempt)
+        finally:
+            self._running.pop(load.task_id, None)
+        # No `TaskStarted` for it: the coordinator makes the load task only when it hears
+        # of the extract's success, so the start rides in the result.
+        result = LoadResult(
+            task_id=load.task_id,
+            started_at=started_at,
+            worker_id=self.worker_id,
+            rows=ran.rows if isinstance(ran, TaskSucceeded) else 0,
+            error=ran.error if isinstance(ran, TaskFailed) else None,
+            retryable=ran.retryable if isinstance(ran, TaskFailed) else True,
+        )
+        return outcome.model_copy(update={"load": result})
 
     async def _execute(self, attempt: _Attempt) -> TaskSucceeded | TaskFailed:
         task = attempt.task

@@ -17,6 +17,7 @@ from common.db.models import JobDefinition, JobRun, JobState, Task
 from common.errors import PoisonMessage
 from common.events import (
     JobDue,
+    LoadOrder,
     RunCancelled,
     RunCancelRequested,
     RunFinished,
@@ -101,10 +102,18 @@ def _dispatch(
 ) -> None:
     """Send the task's next attempt to its queue (through a delay rung for a retry)."""
     is_extract = task.task_type is TaskType.EXTRACT
-    plugin = job.extractor_type if is_extract else job.loader_type
-    raw_config = job.extractor_config if is_extract else job.loader_config
     task.attempt_count += 1
     task.next_attempt_at = uow.now + timedelta(seconds=delay_rung or 0)
+    plugin = job.extractor_type if is_extract else job.loader_type
+    raw_config = job.extractor_config if is_extract else job.loader_config
+    then = None
+    if is_extract and uow.load_after_extract:
+        then = LoadOrder(
+            task_id=task_id(run.id, TaskType.LOAD),
+            plugin=job.loader_type,
+            config=uow.seal(TaskType.LOAD, job.loader_type, job.loader_config),
+            timeout_seconds=job.timeout_seconds,
+        )
     uow.emit(
         TaskDispatched(
             task_id=task.id,
@@ -117,6 +126,7 @@ def _dispatch(
             staged=staged,
             state=_job_state(uow, job.id) if is_extract else {},
             timeout_seconds=job.timeout_seconds,
+            then=then,
         ),
         task_routing_key(task.task_type),
         delay_rung,
@@ -258,8 +268,27 @@ def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
             max_attempts=job.max_attempts,
             created_at=uow.now,
         )
-        _dispatch(uow, job, run, load, event.staged)
+        ran = event.load
+        if ran is None or ran.task_id != load.id:
+            _dispatch(uow, job, run, load, event.staged)
+            _notice(uow, run, load)
+            return
+        # The worker ran the load right after the extract (it rode in the dispatch): its
+        # first attempt is recorded as dispatched, and its outcome as if it came alone.
+        load.attempt_count = 1
+        load.next_attempt_at = uow.now
         _notice(uow, run, load)
+        common = {
+            "task_id": load.id,
+            "run_id": run.id,
+            "attempt": 1,
+            "started_at": ran.started_at,
+            "worker_id": ran.worker_id,
+        }
+        if ran.error is None:
+            on_task_succeeded(TaskSucceeded(rows=ran.rows, **common), uow)
+        else:
+            on_task_failed(TaskFailed(error=ran.error, retryable=ran.retryable, **common), uow)
         return
     _save_state_update(uow, run)
     _finish_run(uow, run, RunStatus.COMPLETED, None)

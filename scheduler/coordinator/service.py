@@ -73,6 +73,7 @@ class CoordinatorConfig:
     lost_after_heartbeats: int = 3
     outbox_relay_seconds: float = 10.0
     seal: ConfigSealer | None = None
+    load_after_extract: bool = True
     staging: StagingArea | None = None
     staging_retention_seconds: float = 24 * 3600.0
 
@@ -172,7 +173,7 @@ class Coordinator:
     def _transaction(
         self, work: Callable[[UnitOfWork], T], confirmed: list[uuid.UUID], conn: Connection
     ) -> tuple[T, UnitOfWork]:
-        uow = UnitOfWork(conn)
+        uow = UnitOfWork(conn, load_after_extract=self.config.load_after_extract)
         if self.config.seal is not None:
             uow.seal = self.config.seal
         result = work(uow)

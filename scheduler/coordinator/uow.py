@@ -44,6 +44,8 @@ class UnitOfWork:
     outbox: list[Outgoing] = field(default_factory=list)
     seal: ConfigSealer = _as_is
     """Turns a plugin config into what may ride the bus (secret values encrypted)."""
+    load_after_extract: bool = False
+    """Extracts are dispatched with their load (`TaskDispatched.then`)."""
     absent: set[tuple[type[Base], Any]] = field(default_factory=set)
     """Keys the preload looked for and did not find: `get()` answers None without a query."""
     locked_runs: set[uuid.UUID] = field(default_factory=set)

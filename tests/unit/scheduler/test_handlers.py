@@ -22,6 +22,7 @@ from common.errors import PoisonMessage
 from common.events import (
     Event,
     JobDue,
+    LoadResult,
     RunFinished,
     StagedData,
     TaskDispatched,
@@ -78,12 +79,16 @@ async def job(sessions: Sessions) -> JobDefinition:
 
 
 async def handle(
-    sessions: Sessions, handler: Callable[..., None], event: Event, *args: Any
+    sessions: Sessions,
+    handler: Callable[..., None],
+    event: Event,
+    *args: Any,
+    load_after_extract: bool = False,
 ) -> Outbox:
     """Run one handler in one committed transaction; return what it would publish."""
 
     def work(conn: Connection) -> UnitOfWork:
-        uow = UnitOfWork(conn)
+        uow = UnitOfWork(conn, load_after_extract=load_after_extract)
         handler(event, uow, *args)
         uow.flush()
         return uow
@@ -616,3 +621,126 @@ class TestResolveRunId:
         assert len(runs) == 1
         assert runs[0].trigger is Trigger.EVENT
         assert await count(sessions, Task) == 1
+
+
+INLINE = StagedData(uri="file:///staging/run/extract", files=(), rows=1, inline="QUJD")
+LOAD_STARTED = datetime(2025, 6, 1, 12, 0, 1, tzinfo=UTC)
+
+
+class TestLoadAfterExtract:
+    """An extract dispatched with its load; the worker reports both in one message."""
+
+    async def fused(
+        self, sessions: Sessions, job: JobDefinition, **result: Any
+    ) -> tuple[uuid.UUID, Outbox]:
+        run_id = uuid.uuid4()
+        due = JobDue(job_definition_id=job.id, run_id=run_id)
+        await handle(sessions, handlers.on_job_due, due, None, load_after_extract=True)
+        extract = TaskSucceeded(
+            task_id=task_id(run_id, TaskType.EXTRACT),
+            run_id=run_id,
+            attempt=1,
+            rows=1,
+            staged=INLINE,
+            started_at=datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
+            worker_id="w-1",
+            load=LoadResult(
+                task_id=task_id(run_id, TaskType.LOAD),
+                started_at=LOAD_STARTED,
+                worker_id="w-1",
+                **result,
+            ),
+        )
+        outbox = await handle(
+            sessions, handlers.on_task_succeeded, extract, load_after_extract=True
+        )
+        return run_id, outbox
+
+    async def test_the_extract_is_dispatched_with_its_load(
+        self, sessions: Sessions, job: JobDefinition
+    ) -> None:
+        run_id = uuid.uuid4()
+        due = JobDue(job_definition_id=job.id, run_id=run_id)
+        outbox = await handle(sessions, handlers.on_job_due, due, None, load_after_extract=True)
+
+        [(dispatched, _, _)] = dispatches(outbox)
+        assert dispatched.task_type is TaskType.EXTRACT
+        assert dispatched.then is not None
+        order = dispatched.load_order(INLINE)
+        assert (order.task_id, order.task_type, order.attempt, order.run_id) == (
+            task_id(run_id, TaskType.LOAD),
+            TaskType.LOAD,
+            1,
+            run_id,
+        )
+        assert (order.plugin, order.config, order.staged) == ("duckdb", LOAD_CONFIG, INLINE)
+        # Only the extract exists until it succeeds.
+        assert list((await load(sessions, run_id))[1]) == [TaskType.EXTRACT]
+
+    async def test_a_load_run_with_its_extract_completes_the_run_in_one_step(
+        self, sessions: Sessions, job: JobDefinition
+    ) -> None:
+        run_id, outbox = await self.fused(sessions, job, rows=1)
+
+        run, tasks = await load(sessions, run_id)
+        assert run is not None and run.status is RunStatus.COMPLETED
+        extract, loaded = tasks[TaskType.EXTRACT], tasks[TaskType.LOAD]
+        assert (extract.status, extract.attempt_count) == (TaskStatus.COMPLETED, 1)
+        assert (loaded.status, loaded.attempt_count, loaded.rows_processed) == (
+            TaskStatus.COMPLETED,
+            1,
+            1,
+        )
+        assert loaded.worker_id == "w-1"
+        assert loaded.started_at == LOAD_STARTED
+        assert dispatches(outbox) == []
+        assert [f.status for f in finishes(outbox)] == [RunStatus.COMPLETED]
+
+    async def test_a_failed_load_is_retried_through_the_delay_ladder(
+        self, sessions: Sessions
+    ) -> None:
+        job = await add_job(sessions, max_attempts=3)
+        run_id, outbox = await self.fused(sessions, job, error="db down")
+
+        run, tasks = await load(sessions, run_id)
+        assert run is not None and run.status is RunStatus.RUNNING
+        loaded = tasks[TaskType.LOAD]
+        assert (loaded.status, loaded.attempt_count, loaded.error_message) == (
+            TaskStatus.RETRYING,
+            2,
+            "db down",
+        )
+        [(retry, key, rung)] = dispatches(outbox)
+        assert (retry.task_id, retry.attempt, retry.staged) == (loaded.id, 2, INLINE)
+        assert key == task_routing_key(TaskType.LOAD)
+        assert rung is not None
+        assert retry.then is None
+
+    async def test_a_load_that_cannot_succeed_fails_the_run(
+        self, sessions: Sessions, job: JobDefinition
+    ) -> None:
+        run_id, outbox = await self.fused(sessions, job, error="no such table", retryable=False)
+
+        run, tasks = await load(sessions, run_id)
+        assert run is not None and run.status is RunStatus.FAILED
+        assert tasks[TaskType.LOAD].status is TaskStatus.FAILED
+        assert "LOAD failed after 1 attempt: no such table" in (run.error_message or "")
+        assert dispatches(outbox) == []
+
+    async def test_an_extract_reported_without_its_load_has_the_load_dispatched(
+        self, sessions: Sessions, job: JobDefinition
+    ) -> None:
+        run_id = uuid.uuid4()
+        due = JobDue(job_definition_id=job.id, run_id=run_id)
+        await handle(sessions, handlers.on_job_due, due, None, load_after_extract=True)
+        extract = succeeded(run_id, TaskType.EXTRACT, STAGED)
+        outbox = await handle(
+            sessions, handlers.on_task_succeeded, extract, load_after_extract=True
+        )
+
+        [(dispatched, _, _)] = dispatches(outbox)
+        assert (dispatched.task_type, dispatched.attempt, dispatched.staged) == (
+            TaskType.LOAD,
+            1,
+            STAGED,
+        )
