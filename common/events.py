@@ -130,6 +130,30 @@ class LoadResult(BaseModel):
     error: str | None = Field(default=None, description="Set when the load failed.")
     retryable: bool = True
 
+    @classmethod
+    def of(
+        cls, outcome: TaskSucceeded | TaskFailed, started_at: datetime, worker_id: str
+    ) -> LoadResult:
+        result = cls(task_id=outcome.task_id, started_at=started_at, worker_id=worker_id)
+        if isinstance(outcome, TaskFailed):
+            return result.model_copy(
+                update={"error": outcome.error, "retryable": outcome.retryable}
+            )
+        return result.model_copy(update={"rows": outcome.rows})
+
+    def outcome(self, run_id: uuid.UUID) -> TaskSucceeded | TaskFailed:
+        """The load's first attempt as the outcome it would have sent on its own."""
+        common: dict[str, Any] = {
+            "task_id": self.task_id,
+            "run_id": run_id,
+            "attempt": 1,
+            "started_at": self.started_at,
+            "worker_id": self.worker_id,
+        }
+        if self.error is None:
+            return TaskSucceeded(rows=self.rows, **common)
+        return TaskFailed(error=self.error, retryable=self.retryable, **common)
+
 
 class TaskDispatched(Event):
     """An order to a worker: run this attempt of this task.

@@ -326,14 +326,7 @@ class Worker:
             self._running.pop(load.task_id, None)
         # No `TaskStarted` for it: the coordinator makes the load task only when it hears
         # of the extract's success, so the start rides in the result.
-        result = LoadResult(
-            task_id=load.task_id,
-            started_at=started_at,
-            worker_id=self.worker_id,
-            rows=ran.rows if isinstance(ran, TaskSucceeded) else 0,
-            error=ran.error if isinstance(ran, TaskFailed) else None,
-            retryable=ran.retryable if isinstance(ran, TaskFailed) else True,
-        )
+        result = LoadResult.of(ran, started_at, self.worker_id)
         return outcome.model_copy(update={"load": result})
 
     async def _execute(self, attempt: _Attempt) -> TaskSucceeded | TaskFailed:

@@ -278,17 +278,11 @@ def on_task_succeeded(event: TaskSucceeded, uow: UnitOfWork) -> None:
         load.attempt_count = 1
         load.next_attempt_at = uow.now
         _notice(uow, run, load)
-        common = {
-            "task_id": load.id,
-            "run_id": run.id,
-            "attempt": 1,
-            "started_at": ran.started_at,
-            "worker_id": ran.worker_id,
-        }
-        if ran.error is None:
-            on_task_succeeded(TaskSucceeded(rows=ran.rows, **common), uow)
+        outcome = ran.outcome(run.id)
+        if isinstance(outcome, TaskSucceeded):
+            on_task_succeeded(outcome, uow)
         else:
-            on_task_failed(TaskFailed(error=ran.error, retryable=ran.retryable, **common), uow)
+            on_task_failed(outcome, uow)
         return
     _save_state_update(uow, run)
     _finish_run(uow, run, RunStatus.COMPLETED, None)
