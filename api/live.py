@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.schemas import ActiveRuns, RunOut, RunSnapshot, TaskOut
+from common.aio import wait_or_timeout
 from common.bus import Bus
 from common.db.models import JobRun, Task
 from common.events import Event, RunFinished, StateChanged, StateChanges, TaskProgress
@@ -105,10 +106,8 @@ class Subscription:
 
     async def next(self, wait_seconds: float) -> LiveEvent | _Closed | None:
         """The next notice; None when none came within `wait_seconds`."""
-        try:
-            return await asyncio.wait_for(self.inbox.get(), wait_seconds)
-        except TimeoutError:
-            return None
+        _, event = await wait_or_timeout(self.inbox.get(), wait_seconds)
+        return event
 
 
 class LiveHub:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.app import serve
+from common.aio import stop_tasks
 from common.bus import Bus, connect_bus
 from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.migrate import upgrade_async
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 
 ALL_QUEUES = ("extract", "load")
 API_GRACE_SECONDS = 10.0
+
+
+def stop_seconds(settings: Settings) -> float:
+    """How long components get to stop once cancelled: the longer of the API's and the
+    workers' grace periods, and time to hand back and say goodbye."""
+    return max(API_GRACE_SECONDS, settings.worker_grace_seconds) + 10.0
 
 
 @dataclass
@@ -84,7 +91,7 @@ async def run_coordinator(res: Resources) -> None:
     )
     transactor = make_transactor(res.engine)
     try:
-        await Coordinator(res.bus, res.sessionmaker, transactor, config).run()
+        await Coordinator(res.bus, transactor, config).run()
     finally:
         await transactor.close()
 
@@ -175,9 +182,12 @@ async def run_until_stopped(
             if failed is not None:
                 break
         log.info("stopping")
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        stuck = await stop_tasks(pending, stop_seconds(settings))
+        if stuck:
+            # Exit anyway: a supervisor would kill a process that ignores SIGTERM, and what
+            # it held (unacked messages) goes back to the broker either way.
+            log.error("did not stop in time: %s", ", ".join(stuck))
+            failed = failed or RuntimeError(f"did not stop: {', '.join(stuck)}")
         stopper.cancel()
         if ops is not None:
             await ops.close()

@@ -12,7 +12,6 @@ events and, as a safety net, re-reads the definitions every `scheduler_refresh_s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.aio import finish_first, wait_or_timeout
 from common.bus import Bus
 from common.cron import InvalidSchedule, latest_tick, next_tick
 from common.db.models import JobDefinition, JobRun
@@ -111,22 +111,10 @@ class Scheduler:
             deadline = min(deadline, (min(self._next.values()) - now).total_seconds())
         if deadline <= 0:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout=deadline)
+        await wait_or_timeout(self._changed.wait(), deadline)
 
     async def _reload(self, catch_up: bool) -> None:
-        async with self.sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    select(JobDefinition).where(
-                        JobDefinition.enabled.is_(True), JobDefinition.schedule.is_not(None)
-                    )
-                )
-            ).scalars()
-            jobs = {
-                j.id: ScheduledJob(j.id, j.schedule or "", j.timezone, j.created_at) for j in rows
-            }
-            last_ticks = await self._last_scheduled_ticks(session) if catch_up else {}
+        jobs, last_ticks = await finish_first(self._read_jobs(catch_up))
         now = self.clock()
         missed: list[tuple[ScheduledJob, datetime]] = []
         for job_id in list(self._next):
@@ -150,6 +138,24 @@ class Scheduler:
             self._next[job.id] = following
         if missed:
             await self._publish(missed)
+
+    async def _read_jobs(
+        self, catch_up: bool
+    ) -> tuple[dict[uuid.UUID, ScheduledJob], dict[uuid.UUID, datetime]]:
+        """The enabled scheduled jobs, and with `catch_up` the last tick each one ran."""
+        async with self.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(JobDefinition).where(
+                        JobDefinition.enabled.is_(True), JobDefinition.schedule.is_not(None)
+                    )
+                )
+            ).scalars()
+            jobs = {
+                j.id: ScheduledJob(j.id, j.schedule or "", j.timezone, j.created_at) for j in rows
+            }
+            last_ticks = await self._last_scheduled_ticks(session) if catch_up else {}
+        return jobs, last_ticks
 
     async def _last_scheduled_ticks(self, session: AsyncSession) -> dict[uuid.UUID, datetime]:
         stmt = (

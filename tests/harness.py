@@ -16,6 +16,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import select
 
+from common.aio import stop_tasks
 from common.bus import Bus, Outgoing, connect_bus
 from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.models import JobDefinition, JobRun, Task
@@ -100,18 +101,15 @@ async def engine_running(
         "api": runtime.run_api,
     }
     async with runtime.resources(settings) as res:
-        tasks = [asyncio.create_task(chosen[name](res)) for name in components]
+        tasks = [asyncio.create_task(chosen[name](res), name=name) for name in components]
         try:
             yield
         finally:
+            stuck = await stop_tasks(tasks, runtime.stop_seconds(settings))
+            assert not stuck, f"components did not stop: {stuck}"
             for task in tasks:
-                task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException) and not isinstance(
-                    result, asyncio.CancelledError
-                ):
-                    raise result
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
 
 
 async def publish(settings: Settings, *events: Event) -> None:

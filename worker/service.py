@@ -29,6 +29,7 @@ from pathlib import Path
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from common.aio import wait_or_timeout
 from common.bus import Bus, Consumer
 from common.errors import OrcError, PermanentError, PoisonMessage
 from common.events import (
@@ -143,8 +144,7 @@ class Worker:
         for consumer in self._consumers:
             with contextlib.suppress(Exception):
                 await consumer.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self.config.grace_seconds)
+        await wait_or_timeout(self._idle.wait(), self.config.grace_seconds)
         # Attempts whose message was acked early cannot be handed back: the goodbye
         # heartbeat names them, and the coordinator gives them a new attempt.
         abandoned = [a for a in self._running.values() if a.settled]

@@ -4,17 +4,18 @@ a broker outage left behind (possibly twice: every consumer is idempotent)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Delete, delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Connection, Delete, Row, delete, insert, select
 
 from common.bus import Bus, Outgoing
 from common.db.models import OutboxMessage, table_of
+from common.db.transactions import Transactor
 from common.events import EVENT_TYPES, Event, utcnow
 
 log = logging.getLogger(__name__)
@@ -52,30 +53,9 @@ def _deletion(ids: Sequence[uuid.UUID]) -> Delete:
     return delete(OutboxMessage).where(OutboxMessage.id.in_(ids))
 
 
-async def clear(sessionmaker: async_sessionmaker[AsyncSession], ids: Sequence[uuid.UUID]) -> None:
-    if not ids:
-        return
-    async with sessionmaker() as session, session.begin():
-        await session.execute(_deletion(ids))
-
-
-async def relay(
-    bus: Bus, sessionmaker: async_sessionmaker[AsyncSession], older_than: timedelta
-) -> int:
+async def relay(bus: Bus, transactor: Transactor, older_than: timedelta) -> int:
     """Publish outbox rows older than `older_than` (their own publish did not happen)."""
-    async with sessionmaker() as session:
-        rows = (
-            (
-                await session.execute(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.created_at < utcnow() - older_than)
-                    .order_by(OutboxMessage.created_at)
-                    .limit(RELAY_BATCH)
-                )
-            )
-            .scalars()
-            .all()
-        )
+    rows = await transactor.run(functools.partial(_left_behind, older_than=older_than))
     if not rows:
         return 0
     outgoing = [
@@ -84,6 +64,16 @@ async def relay(
         if r.event_type in _MODELS
     ]
     await bus.publish_many(outgoing)
-    await clear(sessionmaker, [r.id for r in rows])
+    await transactor.run(functools.partial(delete_rows, ids=[r.id for r in rows]))
     log.info("relayed %d outbox events", len(rows))
     return len(rows)
+
+
+def _left_behind(conn: Connection, older_than: timedelta) -> Sequence[Row[Any, Any, Any, Any, Any]]:
+    t = table_of(OutboxMessage)
+    return conn.execute(
+        select(t.c.id, t.c.event_type, t.c.routing_key, t.c.delay_rung, t.c.body)
+        .where(t.c.created_at < utcnow() - older_than)
+        .order_by(t.c.created_at)
+        .limit(RELAY_BATCH)
+    ).all()

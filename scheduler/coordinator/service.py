@@ -29,10 +29,9 @@ from typing import Any, TypeVar
 from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.bus import Bus, Outgoing
-from common.db.models import JobRun
+from common.db.models import JobRun, table_of
 from common.db.transactions import Transactor
 from common.errors import PoisonMessage
 from common.events import Event, RunFinished, StateChanged, TaskDispatched, WorkerHeartbeat
@@ -96,15 +95,13 @@ class Coordinator:
     def __init__(
         self,
         bus: Bus,
-        sessionmaker: async_sessionmaker[AsyncSession],
         transactor: Transactor,
         config: CoordinatorConfig | None = None,
     ) -> None:
         self.bus = bus
-        self.sessionmaker = sessionmaker
-        """For reads beside the batches (the outbox relay, staging clean-up)."""
         self.transactor = transactor
-        """Runs each batch's transaction (in one thread hop on SQLite)."""
+        """Runs every transaction (in one thread hop on SQLite). Nothing here goes through
+        aiosqlite, whose calls must not be cancelled mid-way (`common.aio`)."""
         self.config = config or CoordinatorConfig()
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._silence_seconds = self.config.heartbeat_seconds * self.config.lost_after_heartbeats
@@ -334,7 +331,7 @@ class Coordinator:
                     WORKERS_LOST.inc(len(lost))
                 if self._confirmed:
                     await self._transact(_nothing)
-                await outbox.relay(self.bus, self.sessionmaker, relay_age)
+                await outbox.relay(self.bus, self.transactor, relay_age)
                 depths = await self.bus.queue_depths()
                 for queue, depth in depths.items():
                     QUEUE_MESSAGES.labels(queue).set(depth)
@@ -359,14 +356,7 @@ class Coordinator:
         staging = self.config.staging
         if staging is None:
             return
-        async with self.sessionmaker() as session:
-            active = set(
-                (
-                    await session.execute(
-                        select(JobRun.id).where(JobRun.status.not_in(FINAL_RUN_STATUSES))
-                    )
-                ).scalars()
-            )
+        active = await self.transactor.run(_active_runs)
         age = timedelta(seconds=self.config.staging_retention_seconds)
         removed = await asyncio.to_thread(staging.remove_older_than, age, active)
         if removed:
@@ -384,6 +374,17 @@ def _transactions(carried: list[list[_Item]], size: int) -> Iterator[list[_Item]
         group.extend(items)
     if group:
         yield group
+
+
+def _active_runs(conn: Connection) -> set[uuid.UUID]:
+    """Runs not final yet: their staged files are still needed."""
+    return set(
+        conn.execute(
+            select(table_of(JobRun).c.id).where(
+                table_of(JobRun).c.status.not_in(FINAL_RUN_STATUSES)
+            )
+        ).scalars()
+    )
 
 
 def _nothing(uow: UnitOfWork) -> None:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, select, update
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import configure_mappers
 
 from common.bus import Outgoing
 from common.db.models import Base, JobState, table_of
@@ -58,6 +59,11 @@ class UnitOfWork:
     _read: dict[int, tuple[Base, dict[str, Any]]] = field(default_factory=dict)
     """Rows read from the store, with their values as read (by `id()` of the row)."""
     _new: list[Base] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Bare instances (`_bare`) need the mappers configured, which the ORM does only
+        # on first use of a session or query; a coordinator alone never makes either.
+        configure_mappers()
 
     def emit(
         self, event: Event, routing_key: str | None = None, delay_rung: int | None = None
