@@ -2,12 +2,14 @@
 
 One `LiveHub` per API process holds one private queue on `<ns>.events`, bound to
 `state.changes` (the runs' and tasks' status changes of one committed transaction),
-`task.progress` (rows so far) and `run.finished`, and hands every notice to the streams
-that subscribed. A stream
-subscribes *before* it reads the current state from the database, so no change is lost
-between the two: the coordinator publishes a notice only after its commit, so a notice
-the stream missed is already in what it reads. Notices queued before that read and older
-than it are dropped, so a client never sees a status go back.
+`task.progress` (rows so far) and `run.finished` while at least one stream is open (and
+`LINGER_SECONDS` after the last one closed), and hands every notice to the streams that
+subscribed. Unbound, the broker drops the notices instead of delivering several per run
+to a process that would only discard them. A stream subscribes, and the queue is bound,
+*before* it reads the current state from the database, so no change is lost between the
+two: the coordinator publishes a notice only after its commit, so a notice the stream
+missed is already in what it reads. Notices queued before that read and older than it
+are dropped, so a client never sees a status go back.
 
 A stream that falls too far behind (`MAX_BACKLOG` notices) is ended with an `error`
 event; the client reconnects and starts from a fresh snapshot.
@@ -21,11 +23,11 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from litestar.response import ServerSentEventMessage
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -46,6 +48,9 @@ _MODELS: dict[str, type[StateChanges | TaskProgress | RunFinished]] = {
 }
 STREAM_KEYS = tuple(_MODELS)
 
+LINGER_SECONDS = 60.0
+"""The notices stay bound this long after the last stream closed: a client that reconnects
+(`orc runs follow`, a browser) finds them flowing without a bind each time."""
 KEEPALIVE_SECONDS = 15.0
 """A stream with nothing to say sends a comment this often, and re-reads its run's status."""
 MAX_BACKLOG = 10_000
@@ -113,15 +118,69 @@ class Subscription:
 class LiveHub:
     """The API process's one subscription to the live notices, shared by its streams."""
 
-    def __init__(self, keepalive_seconds: float = KEEPALIVE_SECONDS) -> None:
+    def __init__(
+        self, keepalive_seconds: float = KEEPALIVE_SECONDS, linger_seconds: float = LINGER_SECONDS
+    ) -> None:
         self.keepalive_seconds = keepalive_seconds
+        self.linger_seconds = linger_seconds
         self._subscriptions: set[Subscription] = set()
         self._job_of_run: OrderedDict[uuid.UUID, uuid.UUID] = OrderedDict()
         self._closed = False
+        self._queue: AbstractQueue | None = None
+        self._exchange = ""
+        self._bound = False
+        self._binding = asyncio.Lock()
+        self._unbind_later: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, bus: Bus) -> None:
-        queue = await bus.declare_private_queue(STREAM_KEYS)
-        await queue.consume(self._on_message, no_ack=True)
+        """Declare the hub's queue and consume it; it is bound on the first subscription."""
+        self._queue = await bus.declare_private_queue(())
+        self._exchange = bus.topology.exchange
+        await self._queue.consume(self._on_message, no_ack=True)
+
+    @property
+    def listening(self) -> bool:
+        """The notices are bound to the hub's queue."""
+        return self._bound
+
+    async def _listen(self) -> None:
+        if self._unbind_later is not None:
+            self._unbind_later.cancel()
+            self._unbind_later = None
+        async with self._binding:
+            if self._queue is None or self._bound:
+                return
+            for key in STREAM_KEYS:
+                await self._queue.bind(self._exchange, routing_key=key)
+            self._bound = True
+
+    def _quiet_later(self) -> None:
+        if self._queue is None or self._unbind_later is not None:
+            return
+        self._unbind_later = asyncio.get_running_loop().call_later(
+            self.linger_seconds, self._start_quiet
+        )
+
+    def _start_quiet(self) -> None:
+        self._unbind_later = None
+        task = asyncio.get_running_loop().create_task(self.quiet())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def quiet(self) -> None:
+        """Unbind the notices now if no stream is open (done `linger_seconds` after the
+        last one closed)."""
+        async with self._binding:
+            if self._queue is None or not self._bound or self._subscriptions:
+                return
+            try:
+                for key in STREAM_KEYS:
+                    await self._queue.unbind(self._exchange, routing_key=key)
+                self._bound = False
+            except Exception:
+                # Bound stays true: notices keep arriving and are dropped unparsed.
+                log.warning("could not unbind the live notices", exc_info=True)
 
     def close(self) -> None:
         """End every stream (the server is stopping; open streams would hold it up)."""
@@ -129,16 +188,20 @@ class LiveHub:
         for subscription in self._subscriptions:
             subscription.close()
 
-    @contextlib.contextmanager
-    def subscribe(self) -> Iterator[Subscription]:
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[Subscription]:
+        """A stream's subscription; once entered, every notice published reaches it."""
         subscription = Subscription()
         if self._closed:
             subscription.close()
         self._subscriptions.add(subscription)
         try:
+            await self._listen()
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
+            if not self._subscriptions:
+                self._quiet_later()
 
     @property
     def subscribers(self) -> int:
@@ -276,7 +339,7 @@ async def run_events(
     hub: LiveHub, sessionmaker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
 ) -> AsyncIterator[ServerSentEventMessage]:
     """A run's stream: its snapshot, then its notices until it finishes."""
-    with hub.subscribe() as subscription:
+    async with hub.subscribe() as subscription:
         async with sessionmaker() as session:
             snapshot = await read_snapshot(session, run_id)
         if snapshot is None:
@@ -339,7 +402,7 @@ async def all_events(
 
     Ends only when the client leaves or the server stops.
     """
-    with hub.subscribe() as subscription:
+    async with hub.subscribe() as subscription:
         async with sessionmaker() as session:
             active = await read_active(session, job_id)
         yield ServerSentEventMessage(

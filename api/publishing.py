@@ -19,6 +19,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 from api.errors import BrokerUnavailable
 from common.bus import Bus
 from common.events import Event, JobDefinitionChanged, JobDue, RunCancelRequested
+from common.ids import new_id
 from common.states import Trigger
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def manual_run_id(job_id: uuid.UUID, idempotency_key: str | None) -> uuid.UUID:
     `Idempotency-Key`, so the same key twice names the same run (which the coordinator
     records once); a fresh one otherwise."""
     if idempotency_key is None:
-        return uuid.uuid4()
+        return new_id()
     return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"manual:{job_id}:{idempotency_key}")
 
 

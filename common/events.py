@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from common.ids import new_id
 from common.states import RunStatus, TaskStatus, TaskType, Trigger, WorkerStatus
 
 
@@ -32,7 +33,7 @@ class Event(BaseModel):
     # frequent notice (StateChanged): live views read a snapshot when they subscribe.
     outboxed: ClassVar[bool] = True
 
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID = Field(default_factory=new_id)
     occurred_at: AwareDatetime = Field(default_factory=utcnow)
     version: Literal[1] = 1
 

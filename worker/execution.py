@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 
 from common.errors import OrcError, PermanentError, TransientError
 from common.events import StagedData, TaskDispatched
+from common.ids import new_id
 from common.settings import Settings
 from common.staging import StagingArea
 from common.states import TaskType
@@ -124,7 +124,7 @@ def _run(
         secrets.extend(secret_values(config))
         batches = extractor_cls(config, context).extract()
         staged = staging.write(
-            task.run_id, task.task_id, batches, execution=f"{task.attempt}-{uuid.uuid4().hex[:12]}"
+            task.run_id, task.task_id, batches, execution=f"{task.attempt}-{new_id().hex[:12]}"
         )
         return TaskResult(staged.rows, staged, context.state_update or None)
     if task.staged is None:

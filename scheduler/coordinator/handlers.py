@@ -28,7 +28,7 @@ from common.events import (
     TaskStarted,
     TaskSucceeded,
 )
-from common.ids import run_id_from_message, task_id
+from common.ids import new_id, run_id_from_message, task_id
 from common.states import (
     FINAL_RUN_STATUSES,
     FINAL_TASK_STATUSES,
@@ -53,7 +53,7 @@ def resolve_run_id(event: JobDue, message_id: str | None) -> uuid.UUID:
         return run_id_from_message(event.job_definition_id, message_id)
     # Nothing identifies this trigger: each delivery is a new run (documented for
     # outside publishers, who should send a run_id or event_id to be exactly-once).
-    return uuid.uuid4()
+    return new_id()
 
 
 def retry_policy(job: JobDefinition) -> RetryPolicy:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 
@@ -201,6 +202,44 @@ async def test_the_store_ends_a_stream_whose_notice_was_lost(settings_: Settings
     assert rest[0].data["status"] == "CANCELLED"
 
 
+async def _routed(settings: Settings, notice: RunFinished) -> bool:
+    """Whether any queue takes the notice (a mandatory publish comes back if none does)."""
+    connection = await aio_pika.connect(settings.broker_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(f"{settings.namespace}.events")
+        message = aio_pika.Message(notice.model_dump_json().encode())
+        try:
+            await exchange.publish(message, routing_key=notice.routing_key, mandatory=True)
+        except aio_pika.exceptions.DeliveryError:
+            return False
+        return True
+    finally:
+        await connection.close()
+
+
+async def test_the_hub_takes_notices_only_while_someone_streams(
+    sqlite_settings: Settings, bus: Bus
+) -> None:
+    hub = LiveHub(linger_seconds=3600)
+    await hub.start(bus)
+    notice = RunFinished(
+        run_id=uuid.uuid4(), job_definition_id=uuid.uuid4(), status=RunStatus.COMPLETED
+    )
+    assert not hub.listening
+    assert not await _routed(sqlite_settings, notice)
+    async with hub.subscribe() as subscription:
+        assert hub.listening
+        assert await _routed(sqlite_settings, notice)
+        received = await subscription.next(10)
+        assert isinstance(received, RunFinished) and received.run_id == notice.run_id
+    # The binding lingers for a client that comes back, then goes.
+    assert hub.listening and await _routed(sqlite_settings, notice)
+    await hub.quiet()
+    assert not hub.listening
+    assert not await _routed(sqlite_settings, notice)
+
+
 async def test_unknown_run_and_no_token(settings_: Settings) -> None:
     async with served(settings_) as base:
         async with http_client(base) as http:
@@ -373,9 +412,9 @@ def test_progress_of_a_finished_task_is_stale() -> None:
     assert is_stale(older, running) and not is_stale(newer, running)
 
 
-def test_a_slow_subscription_overflows() -> None:
+async def test_a_slow_subscription_overflows() -> None:
     hub = LiveHub()
-    with hub.subscribe() as subscription:
+    async with hub.subscribe() as subscription:
         assert hub.subscribers == 1
         subscription.max_backlog = 2
         run_id, job_id = uuid.uuid4(), uuid.uuid4()
