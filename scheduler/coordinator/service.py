@@ -47,7 +47,7 @@ from common.metrics import (
 from common.staging import StagingArea
 from common.states import FINAL_RUN_STATUSES, RunStatus
 from common.topology import coordinator_queue, dead_watch_queue
-from common.tracing import carried, consuming, recording
+from common.tracing import consuming
 from scheduler.coordinator import outbox
 from scheduler.coordinator.dead_letters import on_dead_letter
 from scheduler.coordinator.preload import preload
@@ -291,15 +291,6 @@ class Coordinator:
     @contextlib.contextmanager
     def _observed(item: _Item, uow: UnitOfWork) -> Iterator[None]:
         fields = _fields(item.event)
-        if not recording():
-            # A span per message would cost more than the handler; the trace goes on.
-            uow.carried_trace = carried(item.message.headers)
-            try:
-                with log_context(**fields):
-                    yield
-            finally:
-                uow.carried_trace = None
-            return
         name = f"coordinator {type(item.event).__name__}"
         with log_context(**fields), consuming(name, item.message.headers, **fields):
             yield

@@ -52,9 +52,6 @@ class UnitOfWork:
     locked_runs: set[uuid.UUID] = field(default_factory=set)
     """Runs the preload read `FOR UPDATE` (in id order, so batches cannot deadlock)."""
     job_states: dict[uuid.UUID, dict[str, JobState]] = field(default_factory=dict)
-    carried_trace: dict[str, str] | None = None
-    """Trace headers to give emitted events instead of the current span's (set while a
-    message is handled in a process that records no spans, see `tracing.carried`)."""
     _rows: dict[tuple[type[Base], Any], Base] = field(default_factory=dict)
     _read: dict[int, tuple[Base, dict[str, Any]]] = field(default_factory=dict)
     """Rows read from the store, with their values as read (by `id()` of the row)."""
@@ -68,8 +65,7 @@ class UnitOfWork:
     def emit(
         self, event: Event, routing_key: str | None = None, delay_rung: int | None = None
     ) -> None:
-        headers = self.carried_trace if self.carried_trace is not None else trace_headers()
-        self.outbox.append(Outgoing(event, routing_key, delay_rung, headers))
+        self.outbox.append(Outgoing(event, routing_key, delay_rung, trace_headers()))
 
     def to_publish(self) -> list[Outgoing]:
         """What was emitted, its `StateChanged` notices folded into one `StateChanges`
