@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.schemas import ActiveRuns, RunOut, RunSnapshot, TaskOut
-from common.aio import wait_or_timeout
+from common.aio import finish_first, wait_or_timeout
 from common.bus import Bus
 from common.db.models import JobRun, Task
 from common.events import Event, RunFinished, StateChanged, StateChanges, TaskProgress
@@ -335,13 +335,37 @@ def _finished_from(snapshot: RunSnapshot) -> RunFinished:
     )
 
 
+# A stream's task is cancelled when its client leaves, and a read through aiosqlite cut
+# mid-way can hang its task for good (`common.aio`): each read finishes first.
+
+
+async def _snapshot_of(
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
+) -> RunSnapshot | None:
+    async with sessionmaker() as session:
+        return await read_snapshot(session, run_id)
+
+
+async def _active_of(
+    sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID | None
+) -> list[RunSnapshot]:
+    async with sessionmaker() as session:
+        return await read_active(session, job_id)
+
+
+async def _job_id_of(
+    sessionmaker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
+) -> uuid.UUID | None:
+    async with sessionmaker() as session:
+        return await session.scalar(select(JobRun.job_definition_id).where(JobRun.id == run_id))
+
+
 async def run_events(
     hub: LiveHub, sessionmaker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
 ) -> AsyncIterator[ServerSentEventMessage]:
     """A run's stream: its snapshot, then its notices until it finishes."""
     async with hub.subscribe() as subscription:
-        async with sessionmaker() as session:
-            snapshot = await read_snapshot(session, run_id)
+        snapshot = await finish_first(_snapshot_of(sessionmaker, run_id))
         if snapshot is None:
             yield _error("the run no longer exists")
             return
@@ -361,8 +385,7 @@ async def run_events(
                 yield _KEEPALIVE
                 # The notice of the run's end is not mandatory: if it never comes, the
                 # stored status still ends the stream.
-                async with sessionmaker() as session:
-                    now = await read_snapshot(session, run_id)
+                now = await finish_first(_snapshot_of(sessionmaker, run_id))
                 if now is None:
                     yield _error("the run no longer exists")
                     return
@@ -386,10 +409,7 @@ async def _job_of(
         return event.job_definition_id
     known = hub.job_of(event.run_id)
     if known is None:
-        async with sessionmaker() as session:
-            known = await session.scalar(
-                select(JobRun.job_definition_id).where(JobRun.id == event.run_id)
-            )
+        known = await finish_first(_job_id_of(sessionmaker, event.run_id))
         if known is not None:
             hub.remember(event.run_id, known)
     return known
@@ -403,8 +423,7 @@ async def all_events(
     Ends only when the client leaves or the server stops.
     """
     async with hub.subscribe() as subscription:
-        async with sessionmaker() as session:
-            active = await read_active(session, job_id)
+        active = await finish_first(_active_of(sessionmaker, job_id))
         yield ServerSentEventMessage(
             event="snapshot", data=ActiveRuns(runs=active).model_dump_json()
         )
