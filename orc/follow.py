@@ -156,10 +156,14 @@ class RunView:
         return [f"{view.task_type} {rows(view.rows)} rows"]
 
     def _finished(self, data: dict[str, Any], now: datetime) -> list[str]:
-        self.status = str(data.get("status", self.status))
+        status = str(data.get("status", self.status))
+        # The run's last state notice usually said it already; the end repeats it only
+        # to add the error.
+        said = status == self.status and not data.get("error_message")
+        self.status = status
         self.error = data.get("error_message") or self.error
         self.completed_at = self.completed_at or now
-        return [f"run {self.status}" + (f": {self.error}" if self.error else "")]
+        return [] if said else [f"run {self.status}" + (f": {self.error}" if self.error else "")]
 
 
 def render(view: RunView, now: datetime) -> Group:

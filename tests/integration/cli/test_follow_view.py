@@ -95,5 +95,7 @@ def test_lines_for_logs() -> None:
     assert lines[0] == "following run run-1 of cities"
     assert lines[1].endswith(" run PENDING (EXTRACT PENDING)")
     assert lines[2].endswith(" run CANCELLED")
+    # The end, after the notice that said it, is not a second line.
+    assert [line for line in lines if line.endswith(" run CANCELLED")] == [lines[2]]
     assert lines[-1].startswith("run CANCELLED after ")
     assert FINAL["CANCELLED"] == 2
