@@ -23,9 +23,9 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from litestar.response import ServerSentEventMessage
@@ -41,6 +41,8 @@ from common.events import Event, RunFinished, StateChanged, StateChanges, TaskPr
 from common.states import FINAL_RUN_STATUSES, FINAL_TASK_STATUSES, RunStatus, TaskStatus
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LiveEvent: TypeAlias = StateChanged | TaskProgress | RunFinished
 _MODELS: dict[str, type[StateChanges | TaskProgress | RunFinished]] = {
@@ -111,8 +113,7 @@ class Subscription:
 
     async def next(self, wait_seconds: float) -> LiveEvent | _Closed | None:
         """The next notice; None when none came within `wait_seconds`."""
-        _, event = await wait_or_timeout(self.inbox.get(), wait_seconds)
-        return event
+        return await wait_or_timeout(self.inbox.get(), wait_seconds)
 
 
 class LiveHub:
@@ -335,29 +336,19 @@ def _finished_from(snapshot: RunSnapshot) -> RunFinished:
     )
 
 
-# A stream's task is cancelled when its client leaves, and a read through aiosqlite cut
-# mid-way can hang its task for good (`common.aio`): each read finishes first.
+async def _read(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    read: Callable[[AsyncSession], Awaitable[T]],
+) -> T:
+    """`read` in a session of its own, finished before a cancellation takes effect: a
+    stream's task is cancelled when its client leaves, and an aiosqlite read cut mid-way
+    can hang its task for good (`common.aio`)."""
 
+    async def in_session() -> T:
+        async with sessionmaker() as session:
+            return await read(session)
 
-async def _snapshot_of(
-    sessionmaker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
-) -> RunSnapshot | None:
-    async with sessionmaker() as session:
-        return await read_snapshot(session, run_id)
-
-
-async def _active_of(
-    sessionmaker: async_sessionmaker[AsyncSession], job_id: uuid.UUID | None
-) -> list[RunSnapshot]:
-    async with sessionmaker() as session:
-        return await read_active(session, job_id)
-
-
-async def _job_id_of(
-    sessionmaker: async_sessionmaker[AsyncSession], run_id: uuid.UUID
-) -> uuid.UUID | None:
-    async with sessionmaker() as session:
-        return await session.scalar(select(JobRun.job_definition_id).where(JobRun.id == run_id))
+    return await finish_first(in_session())
 
 
 async def run_events(
@@ -365,7 +356,7 @@ async def run_events(
 ) -> AsyncIterator[ServerSentEventMessage]:
     """A run's stream: its snapshot, then its notices until it finishes."""
     async with hub.subscribe() as subscription:
-        snapshot = await finish_first(_snapshot_of(sessionmaker, run_id))
+        snapshot = await _read(sessionmaker, lambda session: read_snapshot(session, run_id))
         if snapshot is None:
             yield _error("the run no longer exists")
             return
@@ -385,7 +376,7 @@ async def run_events(
                 yield _KEEPALIVE
                 # The notice of the run's end is not mandatory: if it never comes, the
                 # stored status still ends the stream.
-                now = await finish_first(_snapshot_of(sessionmaker, run_id))
+                now = await _read(sessionmaker, lambda session: read_snapshot(session, run_id))
                 if now is None:
                     yield _error("the run no longer exists")
                     return
@@ -409,7 +400,8 @@ async def _job_of(
         return event.job_definition_id
     known = hub.job_of(event.run_id)
     if known is None:
-        known = await finish_first(_job_id_of(sessionmaker, event.run_id))
+        query = select(JobRun.job_definition_id).where(JobRun.id == event.run_id)
+        known = await _read(sessionmaker, lambda session: session.scalar(query))
         if known is not None:
             hub.remember(event.run_id, known)
     return known
@@ -423,7 +415,7 @@ async def all_events(
     Ends only when the client leaves or the server stops.
     """
     async with hub.subscribe() as subscription:
-        active = await finish_first(_active_of(sessionmaker, job_id))
+        active = await _read(sessionmaker, lambda session: read_active(session, job_id))
         yield ServerSentEventMessage(
             event="snapshot", data=ActiveRuns(runs=active).model_dump_json()
         )

@@ -18,15 +18,15 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-async def wait_or_timeout(awaitable: Awaitable[T], seconds: float) -> tuple[bool, T | None]:
-    """(True, result) if `awaitable` finished within `seconds`, else (False, None).
+async def wait_or_timeout(awaitable: Awaitable[T], seconds: float) -> T | None:
+    """What `awaitable` gives if it finishes within `seconds`, else None.
 
     `asyncio.timeout` instead of `wait_for`: a cancellation of the caller always wins.
     """
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
-            return True, await awaitable
-    return False, None
+            return await awaitable
+    return None
 
 
 async def finish_first(call: Coroutine[Any, Any, T]) -> T:

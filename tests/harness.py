@@ -121,15 +121,19 @@ async def publish(settings: Settings, *events: Event) -> None:
         await bus.close()
 
 
-async def publish_raw(settings: Settings, routing_key: str, body: bytes) -> None:
-    """Publish as an outside program would: plain aio-pika, no engine code."""
+async def publish_raw(
+    settings: Settings, routing_key: str, body: bytes, mandatory: bool = False
+) -> None:
+    """Publish as an outside program would: plain aio-pika, no engine code. With
+    `mandatory`, raises `aio_pika.exceptions.DeliveryError` if no queue takes it."""
     connection = await aio_pika.connect(settings.broker_url)
     try:
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=mandatory)
         exchange = await channel.get_exchange(f"{settings.namespace}.events")
         await exchange.publish(
             aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=routing_key,
+            mandatory=mandatory,
         )
     finally:
         await connection.close()

@@ -369,13 +369,9 @@ def _transactions(carried: list[list[_Item]], size: int) -> Iterator[list[_Item]
 
 def _active_runs(conn: Connection) -> set[uuid.UUID]:
     """Runs not final yet: their staged files are still needed."""
-    return set(
-        conn.execute(
-            select(table_of(JobRun).c.id).where(
-                table_of(JobRun).c.status.not_in(FINAL_RUN_STATUSES)
-            )
-        ).scalars()
-    )
+    runs = table_of(JobRun)
+    query = select(runs.c.id).where(runs.c.status.not_in(FINAL_RUN_STATUSES))
+    return set(conn.execute(query).scalars())
 
 
 def _nothing(uow: UnitOfWork) -> None:

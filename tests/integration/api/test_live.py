@@ -27,6 +27,7 @@ from common.events import RunFinished, StateChanged, StateChanges, TaskProgress
 from common.settings import Settings
 from common.states import RunStatus, TaskStatus, TaskType, Trigger
 from orc.client import StreamEvent, parse_sse
+from tests.harness import publish_raw
 from tests.integration.api.conftest import http_client, served, with_admin_token
 
 
@@ -204,18 +205,13 @@ async def test_the_store_ends_a_stream_whose_notice_was_lost(settings_: Settings
 
 async def _routed(settings: Settings, notice: RunFinished) -> bool:
     """Whether any queue takes the notice (a mandatory publish comes back if none does)."""
-    connection = await aio_pika.connect(settings.broker_url)
     try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(f"{settings.namespace}.events")
-        message = aio_pika.Message(notice.model_dump_json().encode())
-        try:
-            await exchange.publish(message, routing_key=notice.routing_key, mandatory=True)
-        except aio_pika.exceptions.DeliveryError:
-            return False
-        return True
-    finally:
-        await connection.close()
+        await publish_raw(
+            settings, notice.routing_key, notice.model_dump_json().encode(), mandatory=True
+        )
+    except aio_pika.exceptions.DeliveryError:
+        return False
+    return True
 
 
 async def test_the_hub_takes_notices_only_while_someone_streams(

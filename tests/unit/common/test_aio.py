@@ -62,5 +62,5 @@ async def test_finish_first_lets_the_call_end_before_the_cancellation() -> None:
 
 
 async def test_wait_or_timeout() -> None:
-    assert await wait_or_timeout(asyncio.sleep(0, "x"), 1) == (True, "x")
-    assert await wait_or_timeout(asyncio.Event().wait(), 0.01) == (False, None)
+    assert await wait_or_timeout(asyncio.sleep(0, "x"), 1) == "x"
+    assert await wait_or_timeout(asyncio.Event().wait(), 0.01) is None
