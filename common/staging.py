@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import threading
 import uuid
 from collections.abc import Container, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from common.errors import PermanentError
 from common.events import StagedData
 
 ROWS_PER_FILE = 1_000_000
+REMEMBERED_INLINE_RESULTS = 256
 
 
 def peek(
@@ -56,6 +58,10 @@ class StagingArea:
     def __init__(self, url: str, rows_per_file: int = ROWS_PER_FILE, inline_bytes: int = 0) -> None:
         self._rows_per_file = rows_per_file
         self._inline_bytes = inline_bytes
+        self._recent: dict[str, pa.Table] = {}
+        """Small results this process just staged inline, by their encoding: a load run
+        right after its extract (`TaskDispatched.then`) reads the table, not the text."""
+        self._recent_lock = threading.Lock()
         if "://" in url:
             self._fs, self._base = pafs.FileSystem.from_uri(url)
             parts = urlsplit(url)
@@ -97,7 +103,9 @@ class StagingArea:
         if self._inline_bytes:
             small, stream = self._small_result(stream)
             if small is not None:
-                return _inline(self._uri(relative), small)
+                staged = _inline(self._uri(relative), small)
+                self._remember(staged, small)
+                return staged
         folder = f"{self._base}/{relative}"
         self._fs.delete_dir_contents(folder, missing_dir_ok=True)
         self._fs.create_dir(folder, recursive=True)
@@ -142,6 +150,13 @@ class StagingArea:
             columns={field.name: str(field.type) for field in unified},
         )
 
+    def _remember(self, staged: StagedData, table: pa.Table) -> None:
+        assert staged.inline is not None
+        with self._recent_lock:
+            self._recent[staged.inline] = table
+            while len(self._recent) > REMEMBERED_INLINE_RESULTS:
+                del self._recent[next(iter(self._recent))]
+
     def _small_result(
         self, stream: Iterator[pa.RecordBatch]
     ) -> tuple[pa.Table | None, Iterator[pa.RecordBatch]]:
@@ -162,7 +177,10 @@ class StagingArea:
         """The staged schema and a stream of its batches, file after file, each batch in
         that schema (the parts' schemas unified when they differ)."""
         if staged.inline is not None:
-            table = _from_inline(staged.inline)
+            with self._recent_lock:
+                table = self._recent.pop(staged.inline, None)
+            if table is None:
+                table = _from_inline(staged.inline)
             return table.schema, iter(table.to_batches())
         paths = [self._path(file) for file in staged.files]
         if not paths:

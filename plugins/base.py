@@ -18,6 +18,7 @@ when the task runs; when the API validates the job only its name is checked.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -62,14 +63,20 @@ def secret_kind(annotation: Any) -> SecretKind | None:
     return None
 
 
-def secret_fields(model: type[BaseModel]) -> dict[str, SecretKind]:
+def secret_fields(model: type[BaseModel]) -> Mapping[str, SecretKind]:
     """The model's secret fields (by their names in a raw config) and their kind."""
+    return _secret_fields(model)
+
+
+@functools.cache
+def _secret_fields(model: type[BaseModel]) -> Mapping[str, SecretKind]:
+    # Asked for on every dispatch and every attempt; a model's fields do not change.
     found: dict[str, SecretKind] = {}
     for name, info in model.model_fields.items():
         kind = secret_kind(info.annotation)
         if kind is not None:
             found[info.alias or name] = kind
-    return found
+    return MappingProxyType(found)
 
 
 def _env_name(value: Any, where: str) -> str:

@@ -27,13 +27,22 @@ def _entry_points(group: str) -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=group)}
 
 
+_loaded: dict[tuple[str, str], Any] = {}
+"""Entry points loaded so far: every dispatch and every attempt looks its plugin up, and
+`EntryPoint.load()` goes through the import machinery each time."""
+
+
 def _load(ep: EntryPoint, base: type[Any]) -> Any:
+    found = _loaded.get((ep.group, ep.name))
+    if found is not None:
+        return found
     try:
         obj = ep.load()
     except (ImportError, AttributeError) as exc:
         raise PluginNotFound(f"entry point {ep.group}:{ep.name} cannot be loaded: {exc}") from exc
     if not (isinstance(obj, type) and issubclass(obj, base)):
         raise PluginNotFound(f"entry point {ep.group}:{ep.name} ({ep.value}) is not a {base}")
+    _loaded[(ep.group, ep.name)] = obj
     return obj
 
 
@@ -87,6 +96,7 @@ def register_loader(name: str, cls: type[Loader[Any]]) -> None:
 def refresh() -> None:
     """Forget the entry points found so far: a package installed since is seen next time."""
     _entry_points.cache_clear()
+    _loaded.clear()
 
 
 def clear_registrations() -> None:

@@ -19,6 +19,7 @@ stays as it is everywhere.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -78,7 +79,9 @@ def unmask_config(
     return merged
 
 
+@functools.lru_cache(maxsize=8)
 def _fernet(key: bytes | str) -> MultiFernet:
+    # Cached: building one costs more than sealing a value with it, and it holds no state.
     from cryptography.fernet import Fernet, MultiFernet
 
     text = key.decode() if isinstance(key, bytes) else key
@@ -94,6 +97,9 @@ def seal_config(model: type[BaseModel], raw: Mapping[str, Any], key: bytes | str
 
     Values already sealed, `None`, and `<field>_env` references are left as they are.
     """
+    fields = secret_fields(model)
+    if not fields:
+        return dict(raw)
     fernet = _fernet(key)
 
     def seal(value: Any) -> Any:
@@ -102,7 +108,7 @@ def seal_config(model: type[BaseModel], raw: Mapping[str, Any], key: bytes | str
         return value
 
     sealed = dict(raw)
-    for name, kind in secret_fields(model).items():
+    for name, kind in fields.items():
         if name not in sealed:
             continue
         value = sealed[name]

@@ -237,3 +237,41 @@ def test_a_damaged_part_file_is_a_permanent_error(area: StagingArea, tmp_path: P
     arrow_file.write_bytes(arrow_file.read_bytes()[:40])
     with pytest.raises(PermanentError, match="is not readable"):
         area.read(staged)
+
+
+def test_a_small_result_read_back_in_the_process_that_staged_it_is_not_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    area = StagingArea(str(tmp_path / "staging"), inline_bytes=4096)
+    batches = [batch(0, 3)]
+    staged = area.write(uuid.uuid4(), uuid.uuid4(), batches)
+
+    def undecodable(data: str) -> pa.Table:
+        raise AssertionError("decoded although this process staged it")
+
+    monkeypatch.setattr("common.staging._from_inline", undecodable)
+    assert read_table(area, staged).equals(pa.Table.from_batches(batches))
+    # Read once: a second read (a retried load) decodes the text, as another process would.
+    with pytest.raises(AssertionError, match="decoded"):
+        area.read(staged)
+
+
+def test_another_process_decodes_a_small_result(tmp_path: Path) -> None:
+    batches = [batch(0, 3)]
+    staged = StagingArea(str(tmp_path / "a"), inline_bytes=4096).write(
+        uuid.uuid4(), uuid.uuid4(), batches
+    )
+    other = StagingArea(str(tmp_path / "b"), inline_bytes=4096)
+    assert read_table(other, staged).equals(pa.Table.from_batches(batches))
+
+
+def test_results_never_read_back_are_not_kept_without_bound(tmp_path: Path) -> None:
+    from common.staging import REMEMBERED_INLINE_RESULTS
+
+    area = StagingArea(str(tmp_path / "staging"), inline_bytes=4096)
+    first = area.write(uuid.uuid4(), uuid.uuid4(), [batch(0, 1)])
+    for i in range(REMEMBERED_INLINE_RESULTS):
+        area.write(uuid.uuid4(), uuid.uuid4(), [batch(i + 1, 1)])
+    assert len(area._recent) == REMEMBERED_INLINE_RESULTS
+    assert first.inline not in area._recent
+    assert read_table(area, first).equals(pa.Table.from_batches([batch(0, 1)]))

@@ -73,3 +73,23 @@ def test_clear_registrations_leaves_entry_points() -> None:
     with pytest.raises(PluginNotFound):
         registry.get_extractor("fake")
     assert registry.get_extractor("csv") is CsvExtractor
+
+
+def test_an_entry_point_is_loaded_once_until_a_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    registry.refresh()
+    loads: list[str] = []
+    real_load = EntryPoint.load
+
+    def counted(self: EntryPoint) -> object:
+        loads.append(self.name)
+        return real_load(self)
+
+    monkeypatch.setattr(EntryPoint, "load", counted)
+    for _ in range(3):
+        assert registry.get_extractor("csv") is CsvExtractor
+    assert loads == ["csv"]
+    registry.refresh()
+    assert registry.get_extractor("csv") is CsvExtractor
+    assert loads == ["csv", "csv"]

@@ -79,6 +79,16 @@ def test_seal_then_unseal_gives_the_config_back() -> None:
     assert unseal_config(sealed, KEY) == RAW
 
 
+def test_a_config_with_no_secret_fields_is_copied_without_touching_the_key() -> None:
+    class Plain(PluginConfig):
+        url: str
+
+    raw = {"url": "https://example.com"}
+    # Every dispatch is sealed: a config with nothing to seal must not cost a cipher.
+    sealed = seal_config(Plain, raw, "not a fernet key")
+    assert sealed == raw and sealed is not raw
+
+
 def test_sealing_twice_does_not_seal_a_token() -> None:
     once = seal_config(Config, RAW, KEY)
     assert unseal_config(seal_config(Config, once, KEY), KEY) == RAW
