@@ -15,6 +15,7 @@ indented); the last line it prints is its JSON figures. The steps:
     memory_csv            memory_csv.py               (100 MB and 1000 MB CSVs)
     scheduler_scale       scheduler_scale.py --ticks T  (10,000 jobs)
     trigger_to_done       trigger_to_done.py          (100k rows, 5 runs)
+    components            components.py               (CPU per run: worker, coordinator)
 
 Every script runs with its own defaults (throughput N = 2000, scheduler_scale T = 2).
 On a 2-core machine the suite took about 7.5 minutes with the engine at ~150 runs/s,
@@ -107,6 +108,16 @@ FIGURES: dict[str, tuple[tuple[str, ...], str]] = {
         ("median_s", "p_max_s", "baseline_duckdb_s", "ratio"),
         "median < 3 s (100k-row CSV → DuckDB)",
     ),
+    "components": (
+        (
+            "worker_cpu_ms_per_task",
+            "coordinator_cpu_ms_per_run",
+            "relay_cpu_ms_per_message",
+            "worker_vs_relay",
+            "coordinator_vs_2_relays",
+        ),
+        "report (CPU per run of each component vs a bare aio-pika relay)",
+    ),
 }
 
 
@@ -114,6 +125,7 @@ def suite(args: argparse.Namespace) -> list[Step]:
     runs = args.throughput_runs or (500 if args.quick else 2000)
     ticks = args.scheduler_ticks or (1 if args.quick else 2)
     throughput = ("--runs", str(runs), "--repeat", "3")
+    components = ("--runs", "1500", "--repeat", "1") if args.quick else ()
     return [
         Step("throughput_sqlite", "throughput.py", (*throughput, "--store", "sqlite"), 300),
         Step("throughput_postgres", "throughput.py", (*throughput, "--store", "postgres"), 300),
@@ -123,6 +135,7 @@ def suite(args: argparse.Namespace) -> list[Step]:
         Step("memory_csv", "memory_csv.py", (), 240),
         Step("scheduler_scale", "scheduler_scale.py", ("--ticks", str(ticks)), 300),
         Step("trigger_to_done", "trigger_to_done.py", (), 180),
+        Step("components", "components.py", components, 300),
     ]
 
 
