@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -110,3 +111,16 @@ def starting(name: str, **attributes: Any) -> Iterator[Span]:
     attrs = {k: str(v) for k, v in attributes.items() if v is not None}
     with tracer().start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attrs) as span:
         yield span
+
+
+def record_span(name: str, began: float, ended: float, **attributes: Any) -> None:
+    """A finished span, under the current one, for work timed elsewhere (in a thread):
+    `began` and `ended` are `time.monotonic()` readings."""
+    if not recording():
+        return
+    attrs = {k: str(v) for k, v in attributes.items() if v is not None}
+    offset = time.time_ns() - time.monotonic_ns()
+    span = tracer().start_span(
+        name, kind=SpanKind.INTERNAL, attributes=attrs, start_time=offset + int(began * 1e9)
+    )
+    span.end(end_time=offset + int(ended * 1e9))

@@ -23,9 +23,11 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -51,13 +53,22 @@ from common.parsing import parse_event
 from common.staging import StagingArea
 from common.states import TaskType, WorkerStatus
 from common.topology import task_queue
-from common.tracing import consuming, starting
-from worker.execution import ExecutionOptions, execute_task
+from common.tracing import consuming, record_span
+from worker.execution import (
+    ExecutionOptions,
+    LoadAfter,
+    TaskResult,
+    execute_task,
+    extract_then_load,
+)
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 REMEMBERED_CANCELLATIONS = 10_000
+LOAD_START_POLL_SECONDS = 1.0
+"""While an extract runs, how often its wait looks whether its load (which has a
+timeout) has started."""
 
 
 class AttemptInterrupted(OrcError):
@@ -86,8 +97,6 @@ class _Attempt:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = ""
     settled: bool = False
-    shares_message: bool = False
-    """A load run right after its extract: the extract's attempt settles the message."""
 
     def interrupt(self, reason: str) -> None:
         self.stop_reason = reason
@@ -95,7 +104,7 @@ class _Attempt:
 
     async def settle(self, requeue: bool = False) -> None:
         """Ack (or hand back) the message, once."""
-        if self.settled or self.shares_message:
+        if self.settled:
             return
         self.settled = True
         if requeue:
@@ -268,10 +277,12 @@ class Worker:
             timer = None
             report_start()
         try:
-            outcome = await self._execute(attempt)
+            if self._loads_after(task):
+                outcome = await self._execute_with_load(attempt)
+            else:
+                outcome = await self._execute(attempt)
             if timer is not None:
                 timer.cancel()
-            outcome = await self._then_load(task, message, outcome)
             if started:
                 await started[0]
             else:
@@ -292,45 +303,20 @@ class Worker:
             if not self._running:
                 self._idle.set()
 
-    async def _then_load(
-        self,
-        task: TaskDispatched,
-        message: AbstractIncomingMessage,
-        outcome: TaskSucceeded | TaskFailed,
-    ) -> TaskSucceeded | TaskFailed:
-        """The extract's outcome, with its load's when the load rode in the dispatch and
-        this worker ran it at once (see `TaskDispatched.then`)."""
-        if (
-            task.then is None
-            or not isinstance(outcome, TaskSucceeded)
-            or outcome.staged is None
-            or outcome.staged.inline is None
-            or not self._takes_loads
-            or self._stopping
-            or task.run_id in self._cancelled_runs
-        ):
-            return outcome
-        load = task.load_order(outcome.staged)
-        attempt = _Attempt(load, message, shares_message=True)
-        self._running[load.task_id] = attempt
-        started_at = utcnow()
-        try:
-            with starting(
-                f"worker {load.task_type.value} {load.plugin}",
-                run_id=load.run_id,
-                task_id=load.task_id,
-                attempt=load.attempt,
-            ):
-                ran = await self._execute(attempt)
-        finally:
-            self._running.pop(load.task_id, None)
-        # No `TaskStarted` for it: the coordinator makes the load task only when it hears
-        # of the extract's success, so the start rides in the result.
-        result = LoadResult.of(ran, started_at, self.worker_id)
-        return outcome.model_copy(update={"load": result})
+    def _loads_after(self, task: TaskDispatched) -> bool:
+        """Whether this worker runs the load that rode in `task` right after it."""
+        return (
+            task.then is not None
+            and self._takes_loads
+            and not self._stopping
+            and task.run_id not in self._cancelled_runs
+        )
 
-    async def _execute(self, attempt: _Attempt) -> TaskSucceeded | TaskFailed:
-        task = attempt.task
+    def _reporter(
+        self, task_id: uuid.UUID, run_id: uuid.UUID, attempt_no: int, attempt: _Attempt
+    ) -> Callable[[int], None]:
+        """The plugin's `report_progress`: a `TaskProgress` notice at most once a
+        `PROGRESS_INTERVAL_SECONDS`, and the place where an interrupted attempt stops."""
         loop = asyncio.get_running_loop()
         last_report = [time.monotonic()]  # the first report after an interval, not at once
 
@@ -341,26 +327,31 @@ class Worker:
             if now - last_report[0] < PROGRESS_INTERVAL_SECONDS:
                 return
             last_report[0] = now
-            event = TaskProgress(
-                task_id=task.task_id, run_id=task.run_id, attempt=task.attempt, rows=rows
-            )
+            event = TaskProgress(task_id=task_id, run_id=run_id, attempt=attempt_no, rows=rows)
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._notice(event)))
 
-        early_ack = loop.call_later(
+        return report_progress
+
+    def _early_ack(self, attempt: _Attempt) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(
             self.config.long_task_ack_seconds,
             lambda: asyncio.ensure_future(self._ack_early(attempt)),
         )
+
+    async def _execute(self, attempt: _Attempt) -> TaskSucceeded | TaskFailed:
+        task = attempt.task
+        early_ack = self._early_ack(attempt)
         work = asyncio.ensure_future(
             asyncio.to_thread(
                 execute_task,
                 task,
                 self.staging,
                 self.data_root,
-                report_progress,
+                self._reporter(task.task_id, task.run_id, task.attempt, attempt),
                 self.config.execution,
             )
         )
-        began = time.perf_counter()
+        began = time.monotonic()
         try:
             result = await asyncio.wait_for(asyncio.shield(work), task.timeout_seconds)
         except TimeoutError:
@@ -368,17 +359,76 @@ class Worker:
             # and whatever it produces after this is ignored.
             attempt.interrupt(f"timed out after {task.timeout_seconds:g}s")
             return self._failed(task, TimeoutError(attempt.stop_reason), retryable=True)
-        except AttemptInterrupted as exc:
-            return self._failed(task, exc, retryable=False)
-        except PermanentError as exc:
-            return self._failed(task, exc, retryable=False)
         except Exception as exc:
-            return self._failed(task, exc, retryable=True)
+            return self._error(task, exc)
         finally:
             early_ack.cancel()
-            TASK_DURATION.labels(task.task_type.value, task.plugin).observe(
-                time.perf_counter() - began
+            _observe_duration(task, time.monotonic() - began)
+        return self._succeeded(task, result)
+
+    async def _execute_with_load(self, attempt: _Attempt) -> TaskSucceeded | TaskFailed:
+        """The extract and the load that rode in its dispatch, in one hop to a thread
+        (`extract_then_load`), each within its own timeout: the extract's outcome, carrying
+        the load's when the load ran (see `TaskDispatched.then`)."""
+        task = attempt.task
+        assert task.then is not None
+        early_ack = self._early_ack(attempt)
+        ran = LoadAfter()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                extract_then_load,
+                task,
+                self.staging,
+                self.data_root,
+                self._reporter(task.task_id, task.run_id, task.attempt, attempt),
+                # A cancelled run or an overdue extract sets `attempt.stop`: the load then
+                # does not start, or stops at its next progress report.
+                self._reporter(task.then.task_id, task.run_id, 1, attempt),
+                lambda: not self._stopping and not attempt.stop.is_set(),
+                ran,
+                self.config.execution,
             )
+        )
+        began = time.monotonic()
+        try:
+            overdue = await _overdue_phase(work, task, ran, began)
+        finally:
+            early_ack.cancel()
+        _observe_duration(task, (ran.load_began or time.monotonic()) - began)
+        if overdue == "extract":
+            attempt.interrupt(f"timed out after {task.timeout_seconds:g}s")
+            return self._failed(task, TimeoutError(attempt.stop_reason), retryable=True)
+        if overdue is None and (error := work.exception()) is not None:
+            return self._error(task, error)
+        assert ran.extracted is not None
+        outcome = self._succeeded(task, ran.extracted)
+        if ran.load is None or ran.load_began is None or ran.load_started_at is None:
+            return outcome
+        load, ended = ran.load, ran.load_ended or time.monotonic()
+        _observe_duration(load, ended - ran.load_began)
+        loaded: TaskSucceeded | TaskFailed
+        if overdue == "load":
+            attempt.interrupt(f"timed out after {load.timeout_seconds:g}s")
+            loaded = self._failed(load, TimeoutError(attempt.stop_reason), retryable=True)
+        elif ran.load_error is not None:
+            loaded = self._error(load, ran.load_error)
+        else:
+            assert ran.loaded is not None
+            loaded = self._succeeded(load, ran.loaded)
+        record_span(
+            f"worker {load.task_type.value} {load.plugin}",
+            ran.load_began,
+            ended,
+            run_id=load.run_id,
+            task_id=load.task_id,
+            attempt=load.attempt,
+        )
+        # No `TaskStarted` for it: the coordinator makes the load task only when it hears
+        # of the extract's success, so the start rides in the result.
+        result = LoadResult.of(loaded, ran.load_started_at, self.worker_id)
+        return outcome.model_copy(update={"load": result})
+
+    def _succeeded(self, task: TaskDispatched, result: TaskResult) -> TaskSucceeded:
         TASK_ATTEMPTS.labels(task.task_type.value, task.plugin, "succeeded").inc()
         ROWS.labels(task.task_type.value, task.plugin).inc(result.rows)
         if result.staged is not None:
@@ -391,6 +441,12 @@ class Worker:
             staged=result.staged,
             state_update=result.state_update,
         )
+
+    def _error(self, task: TaskDispatched, exc: BaseException) -> TaskFailed:
+        """The outcome of an attempt that raised: an interruption or a `PermanentError` is
+        not retried, anything else may be."""
+        retryable = not isinstance(exc, AttemptInterrupted | PermanentError)
+        return self._failed(task, exc, retryable=retryable)
 
     async def _ack_early(self, attempt: _Attempt) -> None:
         if attempt.settled or attempt.task.task_id not in self._running:
@@ -422,6 +478,37 @@ class Worker:
             await self.bus.publish(event)
         except Exception:
             log.debug("progress notice lost", exc_info=True)
+
+
+def _observe_duration(task: TaskDispatched, seconds: float) -> None:
+    TASK_DURATION.labels(task.task_type.value, task.plugin).observe(seconds)
+
+
+async def _overdue_phase(
+    work: asyncio.Future[None], task: TaskDispatched, ran: LoadAfter, began: float
+) -> Literal["extract", "load"] | None:
+    """Wait for an extract-then-load hop; the phase that overran its timeout, if one did.
+
+    The thread says nothing when it passes from the extract to the load (waking the event
+    loop for it would cost what the single hop saves): while the extract runs, the wait is
+    cut short often enough to notice a load that has a timeout of its own.
+    """
+    assert task.then is not None
+    load_limit = task.then.timeout_seconds
+    while not work.done():
+        phase: Literal["extract", "load"]
+        if ran.load_began is None:
+            phase, limit, since = "extract", task.timeout_seconds, began
+        else:
+            phase, limit, since = "load", load_limit, ran.load_began
+        wait = None if limit is None else since + limit - time.monotonic()
+        if wait is not None and wait <= 0:
+            return phase
+        if phase == "extract" and load_limit is not None:
+            look_again = min(LOAD_START_POLL_SECONDS, load_limit / 2)
+            wait = look_again if wait is None else min(wait, look_again)
+        await asyncio.wait([work], timeout=wait)
+    return None
 
 
 def staged_bytes(staged: StagedData) -> int:
