@@ -1,6 +1,6 @@
 """Run the whole benchmark suite in sequence; collect the figures into bench/results.json.
 
-    .venv/bin/python bench/run_all.py            # the suite, about 7-8 minutes
+    .venv/bin/python bench/run_all.py            # the suite, 6-10 minutes
     .venv/bin/python bench/run_all.py --quick    # throughput --runs 500, 1 scheduler tick
     .venv/bin/python bench/run_all.py --only latency,data_plane
 
@@ -15,11 +15,12 @@ indented); the last line it prints is its JSON figures. The steps:
     memory_csv            memory_csv.py               (100 MB and 1000 MB CSVs)
     scheduler_scale       scheduler_scale.py --ticks T  (10,000 jobs)
     trigger_to_done       trigger_to_done.py          (100k rows, 5 runs)
-    components            components.py               (CPU per run: worker, coordinator)
+    components            components.py --runs 2000 --repeat 1  (CPU per run by component)
 
-Every script runs with its own defaults (throughput N = 2000, scheduler_scale T = 2).
-On a 2-core machine the suite took about 7.5 minutes with the engine at ~150 runs/s,
-where each throughput step takes a little over a minute. A slower engine makes the
+Every script runs with its own defaults (throughput N = 2000, scheduler_scale T = 2),
+but components with one repetition. On a 2-core machine the suite took 6 minutes in an
+average hour and 10.5 in a slow one (session 6, with components at two repetitions, 85 s;
+at one, about 30 s), each throughput step a minute and a half. A slower engine makes the
 throughput steps long (at 30 runs/s, 2000 runs x 3 rounds take about 4 minutes each and
 would hit their 300 s timeout): then pass `--quick` (N = 500, T = 1: about 5 minutes), or
 set `--throughput-runs` and `--scheduler-ticks` yourself.
@@ -125,7 +126,8 @@ def suite(args: argparse.Namespace) -> list[Step]:
     runs = args.throughput_runs or (500 if args.quick else 2000)
     ticks = args.scheduler_ticks or (1 if args.quick else 2)
     throughput = ("--runs", str(runs), "--repeat", "3")
-    components = ("--runs", "1500", "--repeat", "1") if args.quick else ()
+    # One repetition: the suite must stay under 10 minutes in a slow hour too.
+    components = ("--runs", "1000" if args.quick else "2000", "--repeat", "1")
     return [
         Step("throughput_sqlite", "throughput.py", (*throughput, "--store", "sqlite"), 300),
         Step("throughput_postgres", "throughput.py", (*throughput, "--store", "postgres"), 300),
