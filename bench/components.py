@@ -92,6 +92,18 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 600)
             await asyncio.sleep(0.02)
 
 
+async def cpu_ms_per_item(pid: int, done: Callable[[], Awaitable[bool]], items: int) -> float:
+    """CPU milliseconds per item that process `pid` spends from now until `done()`."""
+    before = cpu_seconds(pid)
+    await wait_until(done)
+    return 1000 * (cpu_seconds(pid) - before) / items
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(30)
+
+
 def engine_env(ns: str, folder: str, database_url: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -127,12 +139,9 @@ async def measure_worker(runs: int) -> float:
                     return (await queue_depth(channel, coordinator_queue(ns)))[0] >= runs
 
                 await wait_until(consuming, 60)
-                before = cpu_seconds(worker.pid)
-                await wait_until(answered)
-                return 1000 * (cpu_seconds(worker.pid) - before) / runs
+                return await cpu_ms_per_item(worker.pid, answered, runs)
             finally:
-                worker.terminate()
-                worker.wait(30)
+                stop(worker)
     finally:
         await connection.close()
         await bus.close()
@@ -211,8 +220,7 @@ async def measure_coordinator(runs: int, store: str) -> float:
                 await trigger_and_wait(bus, job_id, runs)
                 return 1000 * (cpu_seconds(coordinator.pid) - before) / runs
             finally:
-                coordinator.terminate()
-                coordinator.wait(30)
+                stop(coordinator)
                 await responder.close()
                 await bus.close()
                 await delete_namespace(BROKER, ns)
@@ -264,16 +272,13 @@ async def measure_relay(runs: int) -> float:
                 async with asyncio.timeout(60):
                     while not os.path.exists(ready):
                         await asyncio.sleep(0.01)
-                before = cpu_seconds(child.pid)
 
                 async def answered() -> bool:
                     return (await queue_depth(channel, replies.name))[0] >= runs
 
-                await wait_until(answered)
-                return 1000 * (cpu_seconds(child.pid) - before) / runs
+                return await cpu_ms_per_item(child.pid, answered, runs)
             finally:
-                child.terminate()
-                child.wait(30)
+                stop(child)
     finally:
         channel = await connection.channel()
         await channel.queue_delete(f"{name}.in")
