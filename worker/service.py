@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -358,6 +358,7 @@ class Worker:
             # The thread cannot be killed: it is told to stop at its next progress report,
             # and whatever it produces after this is ignored.
             attempt.interrupt(f"timed out after {task.timeout_seconds:g}s")
+            _abandon(work)
             return self._failed(task, TimeoutError(attempt.stop_reason), retryable=True)
         except Exception as exc:
             return self._error(task, exc)
@@ -397,6 +398,7 @@ class Worker:
         _observe_duration(task, (ran.load_began or time.monotonic()) - began)
         if overdue == "extract":
             attempt.interrupt(f"timed out after {task.timeout_seconds:g}s")
+            _abandon(work)
             return self._failed(task, TimeoutError(attempt.stop_reason), retryable=True)
         if overdue is None and (error := work.exception()) is not None:
             return self._error(task, error)
@@ -478,6 +480,12 @@ class Worker:
             await self.bus.publish(event)
         except Exception:
             log.debug("progress notice lost", exc_info=True)
+
+
+def _abandon(work: asyncio.Future[Any]) -> None:
+    """Let an overdue attempt's thread end on its own: the error it ends with (it was told
+    to stop) is of no use, and unretrieved it would be logged as an error."""
+    work.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 def _observe_duration(task: TaskDispatched, seconds: float) -> None:
