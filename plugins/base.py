@@ -63,14 +63,10 @@ def secret_kind(annotation: Any) -> SecretKind | None:
     return None
 
 
+@functools.cache
 def secret_fields(model: type[BaseModel]) -> Mapping[str, SecretKind]:
     """The model's secret fields (by their names in a raw config) and their kind."""
-    return _secret_fields(model)
-
-
-@functools.cache
-def _secret_fields(model: type[BaseModel]) -> Mapping[str, SecretKind]:
-    # Asked for on every dispatch and every attempt; a model's fields do not change.
+    # Cached: asked for on every dispatch and every attempt; a model's fields don't change.
     found: dict[str, SecretKind] = {}
     for name, info in model.model_fields.items():
         kind = secret_kind(info.annotation)

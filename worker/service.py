@@ -304,13 +304,10 @@ class Worker:
                 self._idle.set()
 
     def _loads_after(self, task: TaskDispatched) -> bool:
-        """Whether this worker runs the load that rode in `task` right after it."""
-        return (
-            task.then is not None
-            and self._takes_loads
-            and not self._stopping
-            and task.run_id not in self._cancelled_runs
-        )
+        """Whether this worker runs the load that rode in `task` right after it. (A run
+        cancelled before the attempt began was skipped by `_handle`; one cancelled since
+        stops the attempt, and so its load, through `attempt.stop`.)"""
+        return task.then is not None and self._takes_loads and not self._stopping
 
     def _reporter(
         self, task_id: uuid.UUID, run_id: uuid.UUID, attempt_no: int, attempt: _Attempt
@@ -355,11 +352,8 @@ class Worker:
         try:
             result = await asyncio.wait_for(asyncio.shield(work), task.timeout_seconds)
         except TimeoutError:
-            # The thread cannot be killed: it is told to stop at its next progress report,
-            # and whatever it produces after this is ignored.
-            attempt.interrupt(f"timed out after {task.timeout_seconds:g}s")
             _abandon(work)
-            return self._failed(task, TimeoutError(attempt.stop_reason), retryable=True)
+            return self._timed_out(task, attempt)
         except Exception as exc:
             return self._error(task, exc)
         finally:
@@ -397,9 +391,8 @@ class Worker:
             early_ack.cancel()
         _observe_duration(task, (ran.load_began or time.monotonic()) - began)
         if overdue == "extract":
-            attempt.interrupt(f"timed out after {task.timeout_seconds:g}s")
             _abandon(work)
-            return self._failed(task, TimeoutError(attempt.stop_reason), retryable=True)
+            return self._timed_out(task, attempt)
         if overdue is None and (error := work.exception()) is not None:
             return self._error(task, error)
         assert ran.extracted is not None
@@ -410,8 +403,7 @@ class Worker:
         _observe_duration(load, ended - ran.load_began)
         loaded: TaskSucceeded | TaskFailed
         if overdue == "load":
-            attempt.interrupt(f"timed out after {load.timeout_seconds:g}s")
-            loaded = self._failed(load, TimeoutError(attempt.stop_reason), retryable=True)
+            loaded = self._timed_out(load, attempt)
         elif ran.load_error is not None:
             loaded = self._error(load, ran.load_error)
         else:
@@ -443,6 +435,13 @@ class Worker:
             staged=result.staged,
             state_update=result.state_update,
         )
+
+    def _timed_out(self, task: TaskDispatched, attempt: _Attempt) -> TaskFailed:
+        """`task` (the attempt's own, or its load) overran its timeout. The thread cannot
+        be killed: it is told to stop at its next progress report, and whatever it
+        produces after this is ignored."""
+        attempt.interrupt(f"timed out after {task.timeout_seconds:g}s")
+        return self._failed(task, TimeoutError(attempt.stop_reason), retryable=True)
 
     def _error(self, task: TaskDispatched, exc: BaseException) -> TaskFailed:
         """The outcome of an attempt that raised: an interruption or a `PermanentError` is
