@@ -46,7 +46,8 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from throughput import BROKER, database, insert_job  # noqa: E402
+from benchlib import engine_env  # noqa: E402
+from throughput import BROKER, database, free_port, insert_job  # noqa: E402
 
 from common.bus import Bus, connect_bus, delete_namespace  # noqa: E402
 from common.events import JobDue, LoadOrder, RunFinished, TaskDispatched  # noqa: E402
@@ -104,17 +105,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(30)
 
 
-def engine_env(ns: str, folder: str, database_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ORC_NAMESPACE": ns,
-        "ORC_DATABASE_URL": database_url,
-        "ORC_STAGING_URL": f"{folder}/staging",
-        "ORC_DATA_ROOT": folder,
-        "ORC_LOG_LEVEL": "WARNING",
-    }
-
-
 async def measure_worker(runs: int) -> float:
     """CPU ms per task of `orc worker` draining `runs` queued dispatches."""
     ns = f"bcw{uuid.uuid4().hex[:8]}"
@@ -128,7 +118,9 @@ async def measure_worker(runs: int) -> float:
             await asyncio.gather(*(bus.publish(event, routing_key=key) for event in batch))
         channel = await connection.channel()
         with tempfile.TemporaryDirectory() as folder:
-            env = engine_env(ns, folder, f"sqlite+aiosqlite:///{folder}/unused.db")
+            env = engine_env(
+                f"sqlite+aiosqlite:///{folder}/unused.db", ns, Path(folder), free_port()
+            )
             worker = spawn(["-m", "orc", "worker"], env)
             try:
 
@@ -212,7 +204,8 @@ async def measure_coordinator(runs: int, store: str) -> float:
         async with database(store, Path(folder)) as url:
             job_id = await insert_job(url)
             bus = await connect_bus(BROKER, ns)
-            coordinator = spawn(["-m", "orc", "coordinator"], engine_env(ns, folder, url))
+            env = engine_env(url, ns, Path(folder), free_port())
+            coordinator = spawn(["-m", "orc", "coordinator"], env)
             responder = await respond_as_worker(bus)
             try:
                 await trigger_and_wait(bus, job_id, min(200, runs))  # warm-up
