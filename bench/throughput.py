@@ -32,6 +32,9 @@ import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import benchlib  # noqa: E402
 
 from common.bus import connect_bus, delete_namespace  # noqa: E402
 from common.db.engine import make_engine, make_sessionmaker  # noqa: E402
@@ -162,12 +165,9 @@ async def measure_engine(ns: str, job_id: uuid.UUID, runs: int) -> float:
 
 
 def measure_celery(runs: int) -> float:
+    import celery_chain
     import redis
     from celery import chain
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    import benchlib
-    import celery_chain
 
     queue = f"bench-celery-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "BENCH_CELERY_QUEUE": queue, "BENCH_COUNTER": f"bench:{queue}"}
@@ -204,16 +204,7 @@ async def run_engine(args: argparse.Namespace) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         async with database(args.store, folder) as url:
-            env = {
-                **os.environ,
-                "ORC_DATABASE_URL": url,
-                "ORC_NAMESPACE": ns,
-                "ORC_STAGING_URL": str(folder / "staging"),
-                "ORC_DATA_ROOT": str(folder),
-                "ORC_API_PORT": str(free_port()),
-                "ORC_ADMIN_TOKEN": "bench-token",
-                "ORC_LOG_LEVEL": "WARNING",
-            }
+            env = benchlib.engine_env(url, ns, folder, free_port())
             job_id = await insert_job(url)
             await (await connect_bus(BROKER, ns)).close()  # declare the topology first
             try:
