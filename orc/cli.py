@@ -15,12 +15,13 @@ import typer
 from common.asyncapi import asyncapi_document
 from common.db.migrate import upgrade, upgrade_async
 from common.settings import Settings
-from orc import runtime
+from orc import event_loop, runtime
 from orc.children import worker_processes as worker_processes_runner
 from orc.client import api_url
 from orc.commands import jobs, runs, tokens
 from orc.commands.common import load_settings
 from orc.demo import install_demo
+from orc.gc_tuning import tune_collector
 from orc.output import errors_as_lines
 from orc.tokens import UpToken, ensure_up_token
 
@@ -52,7 +53,12 @@ def _setup_logging() -> None:
 
 def _run(components: dict[str, runtime.Component], **kwargs: object) -> None:
     _setup_logging()
-    asyncio.run(runtime.run_until_stopped(Settings(), components, **kwargs))  # type: ignore[arg-type]
+    settings = Settings()
+    tune_collector()
+    event_loop.run(
+        runtime.run_until_stopped(settings, components, **kwargs),  # type: ignore[arg-type]
+        settings.event_loop,
+    )
 
 
 async def _prepare_up(settings: Settings) -> UpToken:

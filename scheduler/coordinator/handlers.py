@@ -77,19 +77,31 @@ def _job_state(uow: UnitOfWork, job_id: uuid.UUID) -> dict[str, Any]:
 
 
 def _notice(uow: UnitOfWork, run: JobRun, task: Task | None = None) -> None:
-    uow.emit(
-        StateChanged(
-            job_definition_id=run.job_definition_id,
-            run_id=run.id,
-            run_status=run.status,
-            task_id=task.id if task else None,
-            task_type=task.task_type if task else None,
-            task_status=task.status if task else None,
-            attempt=task.attempt_count if task else None,
-            rows=task.rows_processed if task else None,
-            error_message=(task.error_message if task else run.error_message),
+    # Read from the rows' `__dict__` (bare rows hold every column they were read or made
+    # with, see `UnitOfWork.new`): at nine notices a run, the ORM's attribute descriptors
+    # were a tenth of the coordinator's transaction time.
+    r = vars(run)
+    if task is None:
+        change = StateChanged(
+            job_definition_id=r["job_definition_id"],
+            run_id=r["id"],
+            run_status=r["status"],
+            error_message=r.get("error_message"),
         )
-    )
+    else:
+        t = vars(task)
+        change = StateChanged(
+            job_definition_id=r["job_definition_id"],
+            run_id=r["id"],
+            run_status=r["status"],
+            task_id=t["id"],
+            task_type=t["task_type"],
+            task_status=t["status"],
+            attempt=t["attempt_count"],
+            rows=t.get("rows_processed"),
+            error_message=t.get("error_message"),
+        )
+    uow.emit(change)
 
 
 def _dispatch(

@@ -10,6 +10,7 @@ mutate one in place (a changed value is found by comparing it with the value rea
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, insert, select, update
+from sqlalchemy import JSON, ColumnElement, Connection, Table, bindparam, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import configure_mappers
 
@@ -144,8 +145,11 @@ class UnitOfWork:
 
     def new(self, model: type[M], **values: Any) -> M:
         """A new row, inserted at the flush; `get(model, key)` finds it before that."""
-        row = _bare(model, values)
-        key = _key_of_values(table_of(model), values)
+        table = table_of(model)
+        # Columns without a default are NULL unless given: holding the None makes reading
+        # them a dict lookup instead of the ORM's much slower path for a missing value.
+        row = _bare(model, {**dict.fromkeys(_plain_columns(table)), **values})
+        key = _key_of_values(table, values)
         self._new.append(row)
         self._rows[(model, key)] = row
         self.absent.discard((model, key))
@@ -156,7 +160,8 @@ class UnitOfWork:
         inserts: dict[tuple[Table, frozenset[str]], list[dict[str, Any]]] = defaultdict(list)
         for row in self._new:
             table = table_of(type(row))
-            new = {c.key: row.__dict__[c.key] for c in table.columns if c.key in row.__dict__}
+            now = row.__dict__
+            new = {k: now[k] for k in _columns(table) if k in now}
             inserts[(table, frozenset(new))].append(new)
             self._read[id(row)] = (row, new)
         self._new.clear()
@@ -166,13 +171,11 @@ class UnitOfWork:
         for row, read in self._read.values():
             table = table_of(type(row))
             now = row.__dict__
-            changed = tuple(
-                c.key for c in table.columns if c.key in now and now[c.key] != read.get(c.key)
-            )
+            changed = tuple(k for k in _columns(table) if k in now and now[k] != read.get(k))
             if not changed:
                 continue
             values = {f"_set_{k}": now[k] for k in changed}
-            values.update({f"_pk_{c.key}": now[c.key] for c in table.primary_key.columns})
+            values.update({f"_pk_{k}": now[k] for k in _key_columns(table)})
             updates[(table, changed)].append(values)
             read.update({k: now[k] for k in changed})
         for (table, columns), batch in updates.items():
@@ -192,16 +195,52 @@ def _bare(model: type[M], values: dict[str, Any]) -> M:
     """An instance of `model` holding `values`, that no session tracks. Filled in directly:
     the mapped constructor costs ten times as much, replaying every value through the
     ORM's attribute events."""
-    row = sa_inspect(model).class_manager.new_instance()
+    row = _class_manager(model).new_instance()
     assert isinstance(row, model)
     row.__dict__.update(values)
     return row
 
 
+@functools.cache
+def _class_manager(model: type[Base]) -> Any:
+    return sa_inspect(model).class_manager
+
+
+# A table's column collections are slow to iterate (a list is built per iteration), and
+# a flush walks them for every row it holds: their keys are read once per table.
+@functools.cache
+def _columns(table: Table) -> tuple[str, ...]:
+    return tuple(c.key for c in table.columns)
+
+
+@functools.cache
+def _plain_columns(table: Table) -> tuple[str, ...]:
+    """Nullable columns with no default of any kind: NULL in a row inserted without them.
+    (Not JSON ones: an explicit None there is stored as JSON `null`, not as NULL.)"""
+    return tuple(
+        c.key
+        for c in table.columns
+        if c.nullable
+        and not c.primary_key
+        and not isinstance(c.type, JSON)
+        and c.default is None
+        and c.server_default is None
+        and c.onupdate is None
+        and c.server_onupdate is None
+    )
+
+
+@functools.cache
+def _key_columns(table: Table) -> tuple[str, ...]:
+    return tuple(c.key for c in table.primary_key.columns)
+
+
 def _key_of_values(table: Table, values: dict[str, Any]) -> Any:
     """The row's primary key: one value, or a tuple for a composite key."""
-    keys = tuple(values[c.key] for c in table.primary_key.columns)
-    return keys[0] if len(keys) == 1 else keys
+    keys = _key_columns(table)
+    if len(keys) == 1:
+        return values[keys[0]]
+    return tuple(values[k] for k in keys)
 
 
 _UPDATES: dict[tuple[Table, tuple[str, ...]], Any] = {}

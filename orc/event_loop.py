@@ -1,0 +1,32 @@
+"""The event loop an `orc` process runs on (`ORC_EVENT_LOOP`).
+
+uvloop's transports and scheduling are in C; every engine process is mostly small AMQP
+frames and callbacks, so it takes about a tenth off the CPU per message of the worker and
+the coordinator (`bench/components.py`). It is optional: where it is not installed
+(Windows) `auto` falls back to asyncio's own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
+
+
+def run(main: Coroutine[Any, Any, T], choice: EventLoopChoice = "auto") -> T:
+    """`asyncio.run(main)`, on uvloop unless `choice` says asyncio (or it is missing)."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                main.close()
+                raise SystemExit(
+                    "ORC_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop)"
+                ) from None
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
