@@ -63,6 +63,8 @@ class Outgoing:
     routing_key: str | None = None
     delay_rung: int | None = None
     headers: Mapping[str, str] | None = None
+    body: bytes | None = None
+    """The event's JSON, when it was encoded already (for its outbox row)."""
 
 
 class Bus:
@@ -136,6 +138,7 @@ class Bus:
         routing_key: str | None = None,
         headers: Mapping[str, Any] | None = None,
         delay_rung: int | None = None,
+        body: bytes | None = None,
     ) -> None:
         """Publish and await the broker's confirm (notices, `mandatory=False`, are sent
         without one).
@@ -156,7 +159,7 @@ class Bus:
         # a publish, and the coordinator publishes several events per run.
         raw = await channel.get_underlay_channel()
         await raw.basic_publish(
-            event.model_dump_json().encode(),
+            body if body is not None else event.model_dump_json().encode(),
             exchange=exchange,
             routing_key=routing_key or event.routing_key,
             properties=aiormq.spec.Basic.Properties(
@@ -173,7 +176,9 @@ class Bus:
         """Publish every event with its confirms in flight together."""
         await asyncio.gather(
             *(
-                self.publish(o.event, o.routing_key, headers=o.headers, delay_rung=o.delay_rung)
+                self.publish(
+                    o.event, o.routing_key, headers=o.headers, delay_rung=o.delay_rung, body=o.body
+                )
                 for o in items
             )
         )

@@ -4,6 +4,7 @@ a broker outage left behind (possibly twice: every consumer is idempotent)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import uuid
@@ -24,24 +25,31 @@ _MODELS: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
 RELAY_BATCH = 500
 
 
-def store(conn: Connection, outgoing: Sequence[Outgoing]) -> list[uuid.UUID]:
-    """Add the events that must survive a crash (`Event.outboxed`); returns their ids."""
+def store(conn: Connection, outgoing: Sequence[Outgoing]) -> list[Outgoing]:
+    """Add the events that must survive a crash (`Event.outboxed`). Returns `outgoing`
+    with those events' JSON attached, so publishing them does not encode them again."""
     now = utcnow()
-    rows: list[dict[str, Any]] = [
-        {
-            "id": o.event.event_id,
-            "event_type": type(o.event).__name__,
-            "routing_key": o.routing_key or o.event.routing_key,
-            "delay_rung": o.delay_rung,
-            "body": o.event.model_dump_json(),
-            "created_at": now,
-        }
-        for o in outgoing
-        if o.event.outboxed
-    ]
+    rows: list[dict[str, Any]] = []
+    result: list[Outgoing] = []
+    for o in outgoing:
+        if not o.event.outboxed:
+            result.append(o)
+            continue
+        body = o.event.model_dump_json()
+        rows.append(
+            {
+                "id": o.event.event_id,
+                "event_type": type(o.event).__name__,
+                "routing_key": o.routing_key or o.event.routing_key,
+                "delay_rung": o.delay_rung,
+                "body": body,
+                "created_at": now,
+            }
+        )
+        result.append(dataclasses.replace(o, body=body.encode()))
     if rows:
         conn.execute(insert(table_of(OutboxMessage)), rows)
-    return [r["id"] for r in rows]
+    return result
 
 
 def delete_rows(conn: Connection, ids: Sequence[uuid.UUID]) -> None:
@@ -59,7 +67,12 @@ async def relay(bus: Bus, transactor: Transactor, older_than: timedelta) -> int:
     if not rows:
         return 0
     outgoing = [
-        Outgoing(_MODELS[r.event_type].model_validate_json(r.body), r.routing_key, r.delay_rung)
+        Outgoing(
+            _MODELS[r.event_type].model_validate_json(r.body),
+            r.routing_key,
+            r.delay_rung,
+            body=r.body.encode(),
+        )
         for r in rows
         if r.event_type in _MODELS
     ]

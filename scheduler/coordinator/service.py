@@ -175,7 +175,7 @@ class Coordinator:
             uow.seal = self.config.seal
         result = work(uow)
         uow.flush()
-        outbox.store(conn, uow.outbox)
+        uow.outbox[:] = outbox.store(conn, uow.outbox)
         outbox.delete_rows(conn, confirmed)
         return result, uow
 
