@@ -172,8 +172,9 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto",
         description="The event loop of `orc` processes: `uvloop` (about a tenth less CPU "
-        "per message for the worker and the coordinator), the standard `asyncio` one, or "
-        "`auto`: uvloop where it is installed (Linux, macOS), asyncio elsewhere.",
+        "per task for a worker, a few percent for the coordinator), the standard "
+        "`asyncio` one, or `auto`: uvloop where it is installed (Linux, macOS), asyncio "
+        "elsewhere.",
     )
 
     @property

@@ -1,9 +1,9 @@
 """The event loop an `orc` process runs on (`ORC_EVENT_LOOP`).
 
-uvloop's transports and scheduling are in C; every engine process is mostly small AMQP
-frames and callbacks, so it takes about a tenth off the CPU per message of the worker and
-the coordinator (`bench/components.py`). It is optional: where it is not installed
-(Windows) `auto` falls back to asyncio's own loop.
+uvloop's transports and scheduling are in C, and an engine process is mostly small AMQP
+frames and callbacks: it took about a tenth off a worker's CPU per task and a few percent
+off the coordinator's per run (`bench/components.py`, alternated with asyncio's loop).
+It is optional: where it is not installed (Windows) `auto` falls back to asyncio's loop.
 """
 
 from __future__ import annotations
