@@ -345,6 +345,9 @@ async def main_async(args: argparse.Namespace) -> int:
             namespace=namespace,
             staging_url=str(folder / "staging"),
             data_root=data_root,
+            # In the run's folder, not `.orc/` of the current directory.
+            secret_key_file=folder / "secret.key",
+            token_file=folder / "token",
         )
         csv_bytes = write_csv(data_root / CSV_PATH, args.rows)
         baseline = duckdb_baseline(
