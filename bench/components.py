@@ -46,7 +46,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from benchlib import engine_env  # noqa: E402
+from benchlib import engine_env, stop_process  # noqa: E402
 from throughput import BROKER, database, free_port, insert_job  # noqa: E402
 
 from common.bus import Bus, connect_bus, delete_namespace  # noqa: E402
@@ -100,11 +100,6 @@ async def cpu_ms_per_item(pid: int, done: Callable[[], Awaitable[bool]], items: 
     return 1000 * (cpu_seconds(pid) - before) / items
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait(30)
-
-
 async def measure_worker(runs: int) -> float:
     """CPU ms per task of `orc worker` draining `runs` queued dispatches."""
     ns = f"bcw{uuid.uuid4().hex[:8]}"
@@ -133,7 +128,7 @@ async def measure_worker(runs: int) -> float:
                 await wait_until(consuming, 60)
                 return await cpu_ms_per_item(worker.pid, answered, runs)
             finally:
-                stop(worker)
+                stop_process(worker)
     finally:
         await connection.close()
         await bus.close()
@@ -213,7 +208,7 @@ async def measure_coordinator(runs: int, store: str) -> float:
                 await trigger_and_wait(bus, job_id, runs)
                 return 1000 * (cpu_seconds(coordinator.pid) - before) / runs
             finally:
-                stop(coordinator)
+                stop_process(coordinator)
                 await responder.close()
                 await bus.close()
                 await delete_namespace(BROKER, ns)
@@ -271,7 +266,7 @@ async def measure_relay(runs: int) -> float:
 
                 return await cpu_ms_per_item(child.pid, answered, runs)
             finally:
-                stop(child)
+                stop_process(child)
     finally:
         channel = await connection.channel()
         await channel.queue_delete(f"{name}.in")

@@ -248,15 +248,6 @@ def start_scheduler(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @dataclass
 class Result:
     jobs: int = 0
@@ -334,7 +325,7 @@ async def observe(
             if done_at is not None and now >= done_at + args.linger:
                 break
     finally:
-        stop(process)
+        benchlib.stop_process(process, grace_seconds=20)
     obs.parse_new(tap.received)
 
     result.first_tick_after_s = first - launched

@@ -81,27 +81,20 @@ def _notice(uow: UnitOfWork, run: JobRun, task: Task | None = None) -> None:
     # with, see `UnitOfWork.new`): at nine notices a run, the ORM's attribute descriptors
     # were a tenth of the coordinator's transaction time.
     r = vars(run)
-    if task is None:
-        change = StateChanged(
+    t = vars(task) if task is not None else {}
+    uow.emit(
+        StateChanged(
             job_definition_id=r["job_definition_id"],
             run_id=r["id"],
             run_status=r["status"],
-            error_message=r.get("error_message"),
-        )
-    else:
-        t = vars(task)
-        change = StateChanged(
-            job_definition_id=r["job_definition_id"],
-            run_id=r["id"],
-            run_status=r["status"],
-            task_id=t["id"],
-            task_type=t["task_type"],
-            task_status=t["status"],
-            attempt=t["attempt_count"],
+            task_id=t.get("id"),
+            task_type=t.get("task_type"),
+            task_status=t.get("status"),
+            attempt=t.get("attempt_count"),
             rows=t.get("rows_processed"),
-            error_message=t.get("error_message"),
+            error_message=(t if task is not None else r).get("error_message"),
         )
-    uow.emit(change)
+    )
 
 
 def _dispatch(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -243,18 +243,11 @@ def _key_of_values(table: Table, values: dict[str, Any]) -> Any:
     return tuple(values[k] for k in keys)
 
 
-_UPDATES: dict[tuple[Table, tuple[str, ...]], Any] = {}
-
-
-def _update_statement(table: Table, columns: Sequence[str]) -> Any:
+@functools.cache
+def _update_statement(table: Table, columns: tuple[str, ...]) -> Any:
     """`UPDATE table SET columns... WHERE key = ...`, built once per table and columns."""
-    cache_key = (table, tuple(columns))
-    statement = _UPDATES.get(cache_key)
-    if statement is None:
-        statement = (
-            update(table)
-            .where(*(c == bindparam(f"_pk_{c.key}") for c in table.primary_key.columns))
-            .values({k: bindparam(f"_set_{k}") for k in columns})
-        )
-        _UPDATES[cache_key] = statement
-    return statement
+    return (
+        update(table)
+        .where(*(c == bindparam(f"_pk_{c.key}") for c in table.primary_key.columns))
+        .values({k: bindparam(f"_set_{k}") for k in columns})
+    )

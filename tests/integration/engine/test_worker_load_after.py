@@ -21,6 +21,7 @@ from common.states import TaskType
 from common.topology import task_routing_key
 from plugins.base import Extractor, Loader, PluginConfig
 from plugins.registry import clear_registrations, register_extractor, register_loader
+from tests.builders import extract_dispatch
 from tests.harness import engine_running, tap
 from worker.service import AttemptInterrupted, _abandon
 
@@ -108,14 +109,8 @@ def dispatch(
     timeout: float | None = None,
     load_timeout: float | None = None,
 ) -> TaskDispatched:
-    return TaskDispatched(
-        task_id=uuid.uuid4(),
-        run_id=uuid.uuid4(),
-        job_definition_id=uuid.uuid4(),
-        task_type=TaskType.EXTRACT,
-        attempt=1,
-        plugin=extractor,
-        config={},
+    return extract_dispatch(
+        extractor,
         timeout_seconds=timeout,
         then=LoadOrder(
             task_id=uuid.uuid4(), plugin=loader, config={}, timeout_seconds=load_timeout

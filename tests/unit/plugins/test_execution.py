@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from common.states import TaskType
 from plugins import registry
 from plugins.base import Extractor, Loader, PluginConfig
 from plugins.secrets import seal_config
+from tests.builders import extract_dispatch
 from worker.execution import ExecutionOptions, TaskResult, execute_task
 
 KEY = Fernet.generate_key().decode()
@@ -73,16 +73,7 @@ def staging(tmp_path: Path) -> StagingArea:
 
 
 def dispatched(config: dict[str, Any], **fields: Any) -> TaskDispatched:
-    return TaskDispatched(
-        task_id=uuid.uuid4(),
-        run_id=uuid.uuid4(),
-        job_definition_id=uuid.uuid4(),
-        task_type=TaskType.EXTRACT,
-        attempt=1,
-        plugin="fake-source",
-        config=config,
-        **fields,
-    )
+    return extract_dispatch("fake-source", config, **fields)
 
 
 def execute(task: TaskDispatched, staging: StagingArea, tmp_path: Path) -> TaskResult:
