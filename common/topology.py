@@ -14,6 +14,7 @@ from common.events import (
     JobsDue,
     RunCancelRequested,
     TaskFailed,
+    TaskOutcomes,
     TaskStarted,
     TaskSucceeded,
     WorkerHeartbeat,
@@ -95,6 +96,7 @@ COORDINATOR_KEYS = (
     TaskStarted.routing_key,
     TaskSucceeded.routing_key,
     TaskFailed.routing_key,
+    TaskOutcomes.routing_key,
     RunCancelRequested.routing_key,
     WorkerHeartbeat.routing_key,
 )

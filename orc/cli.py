@@ -24,6 +24,7 @@ from orc.demo import install_demo
 from orc.gc_tuning import tune_collector
 from orc.output import errors_as_lines
 from orc.tokens import UpToken, ensure_up_token
+from worker.service import DEFAULT_CONCURRENCY
 
 app = typer.Typer(help="orc-rust-ator: event-driven ETL orchestration.", no_args_is_help=True)
 db_app = typer.Typer(help="The state store.", no_args_is_help=True)
@@ -83,7 +84,7 @@ def _announce(settings: Settings, up_token: UpToken) -> None:
 @app.command()
 def up(
     demo: Annotated[bool, typer.Option(help="Create and trigger the demo job.")] = True,
-    concurrency: ConcurrencyOption = 4,
+    concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY,
     worker_processes: Annotated[
         int | None,
         typer.Option(
@@ -141,7 +142,7 @@ def coordinator() -> None:
 
 
 @app.command()
-def worker(queue: QueueOption = None, concurrency: ConcurrencyOption = 4) -> None:
+def worker(queue: QueueOption = None, concurrency: ConcurrencyOption = DEFAULT_CONCURRENCY) -> None:
     """A worker consuming the given task queues (default: all)."""
     _run({"worker": runtime.worker_runner(queue or runtime.ALL_QUEUES, concurrency)})
 

@@ -20,7 +20,15 @@ from common.aio import stop_tasks
 from common.bus import Bus, Outgoing, connect_bus
 from common.db.engine import make_engine, make_read_sessionmaker, make_sessionmaker
 from common.db.models import JobDefinition, JobRun, Task
-from common.events import EVENTS_BY_ROUTING_KEY, Event, JobsDue, RunFinished, StateChanges
+from common.events import (
+    EVENTS_BY_ROUTING_KEY,
+    Event,
+    RunFinished,
+    TaskFailed,
+    TaskOutcomes,
+    TaskSucceeded,
+    unfolded,
+)
 from common.settings import Settings
 from common.states import TaskType
 from orc import runtime
@@ -33,7 +41,9 @@ class Tap:
 
     def __init__(self, bus: Bus, keys: Sequence[str]) -> None:
         self.bus = bus
-        self.keys = keys
+        outcomes = {TaskSucceeded.routing_key, TaskFailed.routing_key}
+        # A worker sends outcomes that finish together in one `TaskOutcomes`.
+        self.keys = (*keys, TaskOutcomes.routing_key) if outcomes & set(keys) else keys
         self.received: asyncio.Queue[Event] = asyncio.Queue()
 
     async def start(self) -> None:
@@ -44,16 +54,10 @@ class Tap:
         model = EVENTS_BY_ROUTING_KEY.get(message.routing_key or "")
         if model is None:
             return
-        event = model.model_validate_json(message.body)
-        # Status changes travel folded, one message per transaction, and the scheduler's
-        # runs one message per tick: a test awaits each.
-        if isinstance(event, StateChanges):
-            unfolded: Sequence[Event] = event.changes
-        elif isinstance(event, JobsDue):
-            unfolded = event.each()
-        else:
-            unfolded = (event,)
-        for one in unfolded:
+        # Status changes travel folded, one message per transaction, the scheduler's runs
+        # one message per tick, a busy worker's outcomes several a message: a test awaits
+        # each.
+        for one in unfolded(model.model_validate_json(message.body)):
             await self.received.put(one)
 
     async def next(self, model: type[E], timeout: float = 20.0, **match: Any) -> E:

@@ -13,6 +13,7 @@ from common.events import (
     JobsDue,
     RunCancelRequested,
     TaskFailed,
+    TaskOutcomes,
     TaskStarted,
     TaskSucceeded,
     WorkerHeartbeat,
@@ -56,12 +57,16 @@ ROUTES: dict[str, Route[Any]] = {
 
 
 def parse(routing_key: str, body: bytes) -> list[tuple[Event, Route[Any]]]:
-    """The events a message carries (several for a `JobsDue`), each with its route.
+    """The events a message carries (several for a `JobsDue` or a `TaskOutcomes`), each
+    with its route.
 
     Raises `PoisonMessage` for an unknown key or a body that is not the event."""
     if routing_key == JobsDue.routing_key:
         due = ROUTES[JobDue.routing_key]
         return [(event, due) for event in parse_event(JobsDue, body).each()]
+    if routing_key == TaskOutcomes.routing_key:
+        outcomes = parse_event(TaskOutcomes, body).each()
+        return [(event, ROUTES[event.routing_key]) for event in outcomes]
     route = ROUTES.get(routing_key)
     if route is None:
         raise PoisonMessage(f"the coordinator handles no routing key {routing_key!r}")

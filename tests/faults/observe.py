@@ -20,13 +20,12 @@ from common.bus import Bus
 from common.events import (
     EVENTS_BY_ROUTING_KEY,
     Event,
-    JobsDue,
-    StateChanges,
     TaskDispatched,
     TaskFailed,
     TaskStarted,
     TaskSucceeded,
     WorkerHeartbeat,
+    unfolded,
 )
 from common.ids import task_id
 from common.states import TaskType
@@ -69,14 +68,9 @@ class Recorder:
             event = None
         if event is None:
             self.unparsed += 1
-        elif isinstance(event, StateChanges):
-            at = time.monotonic()
-            self.seen.extend(Seen(change, key, at) for change in event.changes)
-        elif isinstance(event, JobsDue):
-            at = time.monotonic()
-            self.seen.extend(Seen(due, key, at) for due in event.each())
         else:
-            self.seen.append(Seen(event, key, time.monotonic()))
+            at = time.monotonic()
+            self.seen.extend(Seen(one, key, at) for one in unfolded(event))
         self._bell.set()
 
     def of(self, model: type[E], **match: Any) -> list[E]:
