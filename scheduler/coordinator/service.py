@@ -113,6 +113,8 @@ class Coordinator:
         maintenance when the coordinator is idle."""
         self._sending: set[asyncio.Task[None]] = set()
         self._sending_slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
+        self._last_settle: asyncio.Task[None] | None = None
+        """The settling of the batch handled last: the next one acks after it."""
 
     async def run(self) -> None:
         """Consume until cancelled; unacked messages return to the queue on close."""
@@ -213,28 +215,36 @@ class Coordinator:
         # its messages are acked only once they are confirmed, so nothing is lost if the
         # broker goes away, and the redelivered messages find their effects committed.
         await self._sending_slots.acquire()
-        sending = asyncio.create_task(self._settle(items, uow, rejected))
+        sending = asyncio.create_task(self._settle(items, uow, rejected, self._last_settle))
+        self._last_settle = sending
         self._sending.add(sending)
         sending.add_done_callback(self._sending.discard)
 
-    async def _settle(self, items: list[_Item], uow: UnitOfWork, rejected: dict[int, str]) -> None:
+    async def _settle(
+        self,
+        items: list[_Item],
+        uow: UnitOfWork,
+        rejected: dict[int, str],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
         try:
             await self._publish(uow)
-            shared: dict[int, AbstractIncomingMessage] = {}
+            handled: dict[int, AbstractIncomingMessage] = {}
             for item in items:
                 reason = rejected.get(id(item))
                 if item.shared:
-                    shared[id(item.message)] = item.message
+                    handled[id(item.message)] = item.message
                     if reason is not None:
                         await self.bus.dead_letter_event(item.event, reason)
                 elif reason is None:
                     if isinstance(item.event, WorkerHeartbeat):
                         HEARTBEATS.inc()
-                    await item.message.ack()
+                    handled[id(item.message)] = item.message
                 else:
                     await self.bus.dead_letter(item.message, reason)
-            for message in shared.values():
-                await message.ack()
+            if previous is not None:
+                await asyncio.wait([previous])
+            await _ack_together(list(handled.values()))
         except Exception:
             # Typically the broker went away. The state and its outbox are committed (the
             # relay sends the events), so handing the messages back is safe.
@@ -397,6 +407,19 @@ def count_outcomes(sent: list[Outgoing]) -> None:
             RUNS_FINISHED.labels(str(e.job_definition_id), e.status.value).inc()
         elif isinstance(e, TaskDispatched) and o.delay_rung is not None:
             RETRIES_SCHEDULED.labels(e.task_type.value, str(o.delay_rung)).inc()
+
+
+async def _ack_together(messages: list[AbstractIncomingMessage]) -> None:
+    """Ack a committed batch's messages with one `multiple` ack of the last delivered.
+
+    It also acks every earlier delivery still unsettled on the channel, which are this
+    batch's own: batches are handled in delivery order, each acks only once the one
+    before has settled, and a message set aside alone was acked (or handed back) before.
+    One ack instead of one a message is less work for the broker and for this process.
+    """
+    unsettled = [m for m in messages if not m.processed]
+    if unsettled:
+        await max(unsettled, key=lambda m: m.delivery_tag or 0).ack(multiple=True)
 
 
 async def _requeue(messages: list[AbstractIncomingMessage]) -> None:
