@@ -4,8 +4,8 @@ the same run: where the throughput benchmark's CPU goes, one process at a time.
     python bench/components.py [--runs 3000] [--repeat 2] [--store sqlite|postgres]
 
 - **worker**: N extract dispatches (`generate` 1 row, its `null` load riding along) are
-  queued, then one `orc worker` (concurrency 4) drains them; figure: the worker process's
-  CPU (user + system) per task while it does.
+  queued, then one `orc worker` (its default concurrency, 8) drains them; figure: the
+  worker process's CPU (user + system) per task while it does.
 - **coordinator**: `orc coordinator` alone, with N `JobDue` published; a bare aio-pika
   responder in this process answers each dispatch at once with a `TaskSucceeded` that
   carries its load's result. Figure: the coordinator's CPU per run (JobDue → COMPLETED,
@@ -50,9 +50,19 @@ from benchlib import engine_env, stop_process  # noqa: E402
 from throughput import BROKER, database, free_port, insert_job  # noqa: E402
 
 from common.bus import Bus, connect_bus, delete_namespace  # noqa: E402
-from common.events import JobDue, LoadOrder, RunFinished, TaskDispatched  # noqa: E402
+from common.events import (  # noqa: E402
+    EVENTS_BY_ROUTING_KEY,
+    JobDue,
+    LoadOrder,
+    RunFinished,
+    TaskDispatched,
+    TaskFailed,
+    TaskOutcomes,
+    TaskSucceeded,
+    unfolded,
+)
 from common.states import TaskType  # noqa: E402
-from common.topology import coordinator_queue, task_queue, task_routing_key  # noqa: E402
+from common.topology import task_queue, task_routing_key  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -87,6 +97,9 @@ async def queue_depth(channel: aio_pika.abc.AbstractChannel, name: str) -> tuple
     return result.message_count or 0, result.consumer_count or 0
 
 
+OUTCOME_KEYS = (TaskSucceeded.routing_key, TaskFailed.routing_key, TaskOutcomes.routing_key)
+
+
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 600) -> None:
     async with asyncio.timeout(timeout):
         while not await check():
@@ -112,6 +125,15 @@ async def measure_worker(runs: int) -> float:
             batch = [dispatch(job_id) for _ in range(min(500, runs - start))]
             await asyncio.gather(*(bus.publish(event, routing_key=key) for event in batch))
         channel = await connection.channel()
+        # Outcomes are counted as they come: a busy worker sends several to a message.
+        outcomes = [0]
+        tap = await bus.declare_private_queue(OUTCOME_KEYS)
+
+        async def count(message: AbstractIncomingMessage) -> None:
+            model = EVENTS_BY_ROUTING_KEY[message.routing_key or ""]
+            outcomes[0] += len(unfolded(model.model_validate_json(message.body)))
+
+        await tap.consume(count, no_ack=True)
         with tempfile.TemporaryDirectory() as folder:
             env = engine_env(
                 f"sqlite+aiosqlite:///{folder}/unused.db", ns, Path(folder), free_port()
@@ -123,7 +145,7 @@ async def measure_worker(runs: int) -> float:
                     return (await queue_depth(channel, task_queue(ns, "extract")))[1] > 0
 
                 async def answered() -> bool:
-                    return (await queue_depth(channel, coordinator_queue(ns)))[0] >= runs
+                    return outcomes[0] >= runs
 
                 await wait_until(consuming, 60)
                 return await cpu_ms_per_item(worker.pid, answered, runs)

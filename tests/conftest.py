@@ -103,21 +103,31 @@ async def clean_namespace(broker_url: str, namespace: str) -> AsyncIterator[str]
     await delete_namespace(broker_url, namespace)
 
 
+def engine_settings(
+    database_url: str, namespace: str, broker_url: str, tmp_path: Path, data_root: Path
+) -> Settings:
+    """Settings for an engine under test: its files (staging, secret key, token) in the
+    test's own folder, never in the working directory."""
+    return Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        namespace=namespace,
+        staging_url=str(tmp_path / "staging"),
+        data_root=data_root,
+        secret_key_file=tmp_path / "secret.key",
+        token_file=tmp_path / "token",
+        # These tests observe every attempt's start on the bus; the lazy start report
+        # (the default) has tests of its own (tests/integration/engine/test_start_report.py).
+        start_report_seconds=0,
+    )
+
+
 @pytest.fixture
 def settings(
     database_url: str, clean_namespace: str, broker_url: str, tmp_path: Path, data_root: Path
 ) -> Settings:
     """Settings for an engine under test, parametrized over both state stores."""
-    return Settings(
-        database_url=database_url,
-        broker_url=broker_url,
-        namespace=clean_namespace,
-        staging_url=str(tmp_path / "staging"),
-        data_root=data_root,
-        # These tests observe every attempt's start on the bus; the lazy start report
-        # (the default) has tests of its own (tests/integration/engine/test_start_report.py).
-        start_report_seconds=0,
-    )
+    return engine_settings(database_url, clean_namespace, broker_url, tmp_path, data_root)
 
 
 @pytest.fixture
@@ -125,13 +135,4 @@ def sqlite_settings(
     sqlite_url: str, clean_namespace: str, broker_url: str, tmp_path: Path, data_root: Path
 ) -> Settings:
     """Settings on SQLite only, for tests whose subject is not the store."""
-    return Settings(
-        database_url=sqlite_url,
-        broker_url=broker_url,
-        namespace=clean_namespace,
-        staging_url=str(tmp_path / "staging"),
-        data_root=data_root,
-        # These tests observe every attempt's start on the bus; the lazy start report
-        # (the default) has tests of its own (tests/integration/engine/test_start_report.py).
-        start_report_seconds=0,
-    )
+    return engine_settings(sqlite_url, clean_namespace, broker_url, tmp_path, data_root)
