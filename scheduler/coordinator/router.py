@@ -17,6 +17,7 @@ from common.events import (
     TaskStarted,
     TaskSucceeded,
     WorkerHeartbeat,
+    unfolded,
 )
 from common.parsing import parse_event
 from scheduler.coordinator import handlers, workers
@@ -55,18 +56,19 @@ ROUTES: dict[str, Route[Any]] = {
     WorkerHeartbeat.routing_key: Route(WorkerHeartbeat, _ignore_id(workers.on_heartbeat)),
 }
 
+CARRIERS: dict[str, type[Event]] = {m.routing_key: m for m in (JobsDue, TaskOutcomes)}
+"""Messages that carry several events, each handled as if it had come alone."""
+
 
 def parse(routing_key: str, body: bytes) -> list[tuple[Event, Route[Any]]]:
     """The events a message carries (several for a `JobsDue` or a `TaskOutcomes`), each
     with its route.
 
     Raises `PoisonMessage` for an unknown key or a body that is not the event."""
-    if routing_key == JobsDue.routing_key:
-        due = ROUTES[JobDue.routing_key]
-        return [(event, due) for event in parse_event(JobsDue, body).each()]
-    if routing_key == TaskOutcomes.routing_key:
-        outcomes = parse_event(TaskOutcomes, body).each()
-        return [(event, ROUTES[event.routing_key]) for event in outcomes]
+    carrier = CARRIERS.get(routing_key)
+    if carrier is not None:
+        carried = unfolded(parse_event(carrier, body))
+        return [(event, ROUTES[event.routing_key]) for event in carried]
     route = ROUTES.get(routing_key)
     if route is None:
         raise PoisonMessage(f"the coordinator handles no routing key {routing_key!r}")
