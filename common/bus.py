@@ -7,11 +7,10 @@ event. Many publishes in flight on one channel pipeline their confirms.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -25,6 +24,7 @@ from aio_pika.abc import (
 
 from common.events import Event
 from common.metrics import DEAD_LETTERED
+from common.publishing import Publish, publish_together
 from common.topology import (
     DELAY_HEADER,
     REASON_HEADER,
@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
-MessageCallback = Callable[[AbstractIncomingMessage], Awaitable[None]]
+MessageCallback = Callable[[AbstractIncomingMessage], Awaitable[None] | None]
+"""A coroutine function, or a plain function when it only hands the message on (aio-pika
+then calls it without making a task per delivery)."""
 AMQP_HEARTBEAT_SECONDS = 15
 
 
@@ -146,22 +148,31 @@ class Bus:
         With `delay_rung` (one of `DELAY_LADDER_SECONDS`) the event waits that long in the
         rung's delay queue, then reaches its routing key's queues.
         """
-        headers = {**trace_headers(), **(headers or {})}
+        await self.publish_many([Outgoing(event, routing_key, delay_rung, headers, body)])
+
+    async def publish_many(self, items: Iterable[Outgoing]) -> None:
+        """Publish the events in order, in one write to the broker, and await their
+        confirms together."""
+        await publish_together([await self._prepared(o) for o in items])
+
+    async def _prepared(self, o: Outgoing) -> Publish:
+        event = o.event
+        headers: dict[str, Any] = {**trace_headers(), **(o.headers or {})}
         channel, exchange = self._channel, self.topology.exchange
         if not event.mandatory and self._notice_channel is not None:
             channel = self._notice_channel
-        if delay_rung is not None:
+        if o.delay_rung is not None:
             exchange = self.topology.delay_exchange
-            headers[DELAY_HEADER] = rung_name(delay_rung)
+            headers[DELAY_HEADER] = rung_name(o.delay_rung)
         if channel is None:
             raise RuntimeError("Bus.connect() was not awaited")
         # Straight to aiormq: aio-pika's `Message` and `Exchange.publish` cost a quarter of
         # a publish, and the coordinator publishes several events per run.
-        raw = await channel.get_underlay_channel()
-        await raw.basic_publish(
-            body if body is not None else event.model_dump_json().encode(),
+        return Publish(
+            channel=cast(aiormq.Channel, await channel.get_underlay_channel()),
+            body=o.body if o.body is not None else event.model_dump_json().encode(),
             exchange=exchange,
-            routing_key=routing_key or event.routing_key,
+            routing_key=o.routing_key or event.routing_key,
             properties=aiormq.spec.Basic.Properties(
                 content_type="application/json",
                 delivery_mode=PERSISTENT,
@@ -170,17 +181,6 @@ class Bus:
                 headers=headers,
             ),
             mandatory=event.mandatory,
-        )
-
-    async def publish_many(self, items: Iterable[Outgoing]) -> None:
-        """Publish every event with its confirms in flight together."""
-        await asyncio.gather(
-            *(
-                self.publish(
-                    o.event, o.routing_key, headers=o.headers, delay_rung=o.delay_rung, body=o.body
-                )
-                for o in items
-            )
         )
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
