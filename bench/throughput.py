@@ -7,6 +7,8 @@ same RabbitMQ, measured in the same run.
 `--workers N` is `orc up --worker-processes N`: the API, scheduler and coordinator in one
 process, the workers in N child processes (0: all in the one process).
 
+The engine's and Celery's repetitions alternate (see `run_alternating`).
+
 Prints a table, then one JSON line: runs/s (median), Celery chains/s, ratio, goal ≥ 1.0.
 """
 
@@ -199,7 +201,10 @@ def measure_celery(runs: int) -> float:
             conn.default_channel.queue_delete(queue)
 
 
-async def run_engine(args: argparse.Namespace) -> list[float]:
+async def run_alternating(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """The engine's and Celery's repetitions in turn (the engine stays up, idle, during
+    Celery's): the machine's speed drifts by the minute, and alternating puts both on the
+    same minutes instead of the engine on the first half and Celery on the second."""
     ns = f"bench{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -211,7 +216,12 @@ async def run_engine(args: argparse.Namespace) -> list[float]:
                 with engine(env, args.workers, folder.parent / f"{ns}.log"):
                     await wait_for_consumers(ns, 1)
                     await measure_engine(ns, job_id, min(200, args.runs))  # warm-up
-                    return [await measure_engine(ns, job_id, args.runs) for _ in range(args.repeat)]
+                    engine_rates: list[float] = []
+                    celery_rates: list[float] = []
+                    for _ in range(args.repeat):
+                        engine_rates.append(await measure_engine(ns, job_id, args.runs))
+                        celery_rates.append(await asyncio.to_thread(measure_celery, args.runs))
+                    return engine_rates, celery_rates
             finally:
                 await delete_namespace(BROKER, ns)
 
@@ -226,8 +236,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    engine_rates = asyncio.run(run_engine(args))
-    celery_rates = [measure_celery(args.runs) for _ in range(args.repeat)]
+    engine_rates, celery_rates = asyncio.run(run_alternating(args))
     engine_median = statistics.median(engine_rates)
     celery_median = statistics.median(celery_rates)
     print(f"{'':24}{'median':>10}  all")
