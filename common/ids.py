@@ -4,6 +4,7 @@ what makes duplicates (a restarted scheduler, a redelivered event) harmless. Fre
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from datetime import UTC, datetime
@@ -37,5 +38,8 @@ def run_id_from_message(job_definition_id: uuid.UUID, message_key: str) -> uuid.
     return uuid.uuid5(_ORC, f"event:{job_definition_id}:{message_key}")
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def task_id(run_id: uuid.UUID, task_type: TaskType) -> uuid.UUID:
+    # Asked for several times per run by the coordinator (each an SHA-1 and a UUID):
+    # the cache holds the runs in flight.
     return uuid.uuid5(run_id, task_type.value)

@@ -7,35 +7,43 @@ Configs, and so secrets, are never logged.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
-_CONTEXT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "orc_log", default=None
 )
 FIELDS = ("job", "run_id", "task_id", "attempt")
 
 
-@contextlib.contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Attach run/task fields to every log line written inside the block."""
-    merged = {**(_CONTEXT.get() or {}), **{k: str(v) for k, v in fields.items() if v is not None}}
-    token = _CONTEXT.set(merged)
-    try:
-        yield
-    finally:
-        _CONTEXT.reset(token)
+class log_context:
+    """Attach run/task fields to every log line written inside the block.
+
+    The coordinator and the workers enter one per message, and most messages log
+    nothing: the values are kept as given and made text only when a line is written.
+    """
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        fields = {k: v for k, v in self._fields.items() if v is not None}
+        self._token = _CONTEXT.set({**(_CONTEXT.get() or {}), **fields})
+
+    def __exit__(self, *exc: object) -> None:
+        _CONTEXT.reset(self._token)
 
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         context = _CONTEXT.get() or {}
         for name in FIELDS:
-            setattr(record, name, context.get(name, ""))
+            value = context.get(name)
+            setattr(record, name, "" if value is None else str(value))
         record.orc_context = " ".join(f"{k}={v}" for k, v in context.items())
         return True
 
