@@ -389,11 +389,14 @@ def _nothing(uow: UnitOfWork) -> None:
 
 
 def _fields(event: Event) -> dict[str, Any]:
+    # From the model's `__dict__`, which holds its fields: `getattr` with a default on a
+    # field the event lacks goes through pydantic's `__getattr__` and an exception.
+    values = vars(event)
     return {
-        "job": getattr(event, "job_definition_id", None),
-        "run_id": getattr(event, "run_id", None),
-        "task_id": getattr(event, "task_id", None),
-        "attempt": getattr(event, "attempt", None),
+        "job": values.get("job_definition_id"),
+        "run_id": values.get("run_id"),
+        "task_id": values.get("task_id"),
+        "attempt": values.get("attempt"),
     }
 
 
