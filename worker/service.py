@@ -63,6 +63,7 @@ from worker.execution import (
     extract_then_load,
 )
 from worker.outcomes import OutcomeSender
+from worker.threads import AttemptThreads
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ class Worker:
         self._idle.set()
         self._takes_loads = TaskType.LOAD.queue_suffix in config.queues
         self._outcomes = OutcomeSender(bus)
+        self._threads = AttemptThreads(config.concurrency)
 
     async def start(self) -> None:
         cancellations = await self.bus.declare_private_queue([RunCancelled.routing_key])
@@ -175,6 +177,7 @@ class Worker:
             self._heartbeats.cancel()
         with contextlib.suppress(Exception):
             await self.bus.publish(self._heartbeat(WorkerStatus.STOPPED, abandoned))
+        self._threads.close()
 
     def _heartbeat(
         self, status: WorkerStatus = WorkerStatus.ACTIVE, running: list[_Attempt] | None = None
@@ -347,15 +350,13 @@ class Worker:
     async def _execute(self, attempt: _Attempt) -> TaskSucceeded | TaskFailed:
         task = attempt.task
         early_ack = self._early_ack(attempt)
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                execute_task,
-                task,
-                self.staging,
-                self.data_root,
-                self._reporter(task.task_id, task.run_id, task.attempt, attempt),
-                self.config.execution,
-            )
+        work = self._threads.run(
+            execute_task,
+            task,
+            self.staging,
+            self.data_root,
+            self._reporter(task.task_id, task.run_id, task.attempt, attempt),
+            self.config.execution,
         )
         began = time.monotonic()
         try:
@@ -378,20 +379,18 @@ class Worker:
         assert task.then is not None
         early_ack = self._early_ack(attempt)
         ran = LoadAfter()
-        work = asyncio.ensure_future(
-            asyncio.to_thread(
-                extract_then_load,
-                task,
-                self.staging,
-                self.data_root,
-                self._reporter(task.task_id, task.run_id, task.attempt, attempt),
-                # A cancelled run or an overdue extract sets `attempt.stop`: the load then
-                # does not start, or stops at its next progress report.
-                self._reporter(task.then.task_id, task.run_id, 1, attempt),
-                lambda: not self._stopping and not attempt.stop.is_set(),
-                ran,
-                self.config.execution,
-            )
+        work = self._threads.run(
+            extract_then_load,
+            task,
+            self.staging,
+            self.data_root,
+            self._reporter(task.task_id, task.run_id, task.attempt, attempt),
+            # A cancelled run or an overdue extract sets `attempt.stop`: the load then
+            # does not start, or stops at its next progress report.
+            self._reporter(task.then.task_id, task.run_id, 1, attempt),
+            lambda: not self._stopping and not attempt.stop.is_set(),
+            ran,
+            self.config.execution,
         )
         began = time.monotonic()
         try:
