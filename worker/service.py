@@ -160,24 +160,27 @@ class Worker:
     async def shutdown(self) -> None:
         """Stop taking tasks, let running ones finish within the grace period, hand back
         the rest, and say goodbye."""
-        self._stopping = True
-        for consumer in self._consumers:
+        try:
+            self._stopping = True
+            for consumer in self._consumers:
+                with contextlib.suppress(Exception):
+                    await consumer.cancel()
+            await wait_or_timeout(self._idle.wait(), self.config.grace_seconds)
+            # Attempts whose message was acked early cannot be handed back: the goodbye
+            # heartbeat names them, and the coordinator gives them a new attempt.
+            abandoned = [a for a in self._running.values() if a.settled]
+            for attempt in list(self._running.values()):
+                log.warning("handing back task %s: grace period over", attempt.task.task_id)
+                attempt.interrupt("worker shutting down")
+                with contextlib.suppress(Exception):
+                    await attempt.settle(requeue=True)
+            if self._heartbeats is not None:
+                self._heartbeats.cancel()
             with contextlib.suppress(Exception):
-                await consumer.cancel()
-        await wait_or_timeout(self._idle.wait(), self.config.grace_seconds)
-        # Attempts whose message was acked early cannot be handed back: the goodbye
-        # heartbeat names them, and the coordinator gives them a new attempt.
-        abandoned = [a for a in self._running.values() if a.settled]
-        for attempt in list(self._running.values()):
-            log.warning("handing back task %s: grace period over", attempt.task.task_id)
-            attempt.interrupt("worker shutting down")
-            with contextlib.suppress(Exception):
-                await attempt.settle(requeue=True)
-        if self._heartbeats is not None:
-            self._heartbeats.cancel()
-        with contextlib.suppress(Exception):
-            await self.bus.publish(self._heartbeat(WorkerStatus.STOPPED, abandoned))
-        self._threads.close()
+                await self.bus.publish(self._heartbeat(WorkerStatus.STOPPED, abandoned))
+        finally:
+            # Also when the runtime cancels the shutdown half-way.
+            self._threads.close()
 
     def _heartbeat(
         self, status: WorkerStatus = WorkerStatus.ACTIVE, running: list[_Attempt] | None = None

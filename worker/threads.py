@@ -63,16 +63,19 @@ class AttemptThreads:
         return future
 
     def close(self) -> None:
-        """Let every thread end once it is done with its attempt. Does not wait: a
-        thread still running an abandoned attempt ends with it (the interpreter waits for
-        it at exit, as it did for the default executor's)."""
+        """Let every thread end once it is done with its attempt. Does not wait.
+
+        The threads are daemons: the process does not wait for an attempt abandoned at
+        shutdown (its message was handed back, or its goodbye names it, so it runs again
+        elsewhere), where the default executor's threads kept a stopping worker alive
+        until a hung plugin returned."""
         self._closed = True
         for _ in self._threads:
             self._jobs.put(None)
 
     def _start_thread(self) -> None:
         thread = threading.Thread(
-            target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=False
+            target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
         )
         self._threads.append(thread)
         thread.start()

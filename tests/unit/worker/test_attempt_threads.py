@@ -77,6 +77,8 @@ async def test_a_result_nobody_waits_for_is_dropped_quietly() -> None:
 async def test_closed_threads_end_and_take_no_more_work() -> None:
     threads = AttemptThreads(2)
     await asyncio.gather(threads.run(lambda: None), threads.run(lambda: None))
+    # Daemons: a stopping worker does not wait at exit for an attempt it abandoned.
+    assert all(thread.daemon for thread in threads._threads)
     threads.close()
     for thread in threads._threads:
         await asyncio.to_thread(thread.join, 10)
