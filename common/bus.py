@@ -151,8 +151,9 @@ class Bus:
         await self.publish_many([Outgoing(event, routing_key, delay_rung, headers, body)])
 
     async def publish_many(self, items: Iterable[Outgoing]) -> None:
-        """Publish the events in order, in one write to the broker, and await their
-        confirms together."""
+        """Publish the events in one write to the broker, and await their confirms
+        together. Facts and notices go on different channels: the broker keeps their
+        order within each, not between the two."""
         await publish_together([await self._prepared(o) for o in items])
 
     async def _prepared(self, o: Outgoing) -> Publish:

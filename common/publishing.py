@@ -44,8 +44,9 @@ class Publish:
 
 
 async def publish_together(publishes: Sequence[Publish]) -> None:
-    """Write every message in one go, in order, then await the confirms of those on
-    channels in confirm mode. Raises as `basic_publish` would: the channel's close
+    """Write every message in one go, in order (the broker keeps the order within each
+    channel, not across channels), then await the confirms of those on channels in
+    confirm mode. Raises as `basic_publish` would: the channel's close
     reason, or `PublishError` for a mandatory message no queue took."""
     if not publishes:
         return
