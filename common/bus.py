@@ -39,9 +39,7 @@ log = logging.getLogger(__name__)
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
-MessageCallback = Callable[[AbstractIncomingMessage], Awaitable[None] | None]
-"""A coroutine function, or a plain function when it only hands the message on (aio-pika
-then calls it without making a task per delivery)."""
+MessageCallback = Callable[[AbstractIncomingMessage], Awaitable[None]]
 AMQP_HEARTBEAT_SECONDS = 15
 
 

@@ -62,10 +62,8 @@ async def publish_together(publishes: Sequence[Publish]) -> None:
         for channel in channels:
             if channel.is_closed:
                 raise ChannelInvalidStateError(f"{channel} is closed")
-        numbered: list[tuple[aiormq.Channel, int]] = []
         for p in publishes:
             p.channel.delivery_tag += 1
-            numbered.append((p.channel, p.channel.delivery_tag))
             if p.channel.publisher_confirms:
                 confirmations.append(_expect_confirm(p))
         try:
@@ -76,9 +74,9 @@ async def publish_together(publishes: Sequence[Publish]) -> None:
         except BaseException:
             # Not sent (cancelled while the queue was full): the broker has not seen
             # these numbers, so the channels' next publishes reuse them.
-            for channel, tag in reversed(numbered):
-                channel.delivery_tag -= 1
-                channel.confirmations.pop(tag, None)
+            for p in reversed(publishes):
+                p.channel.confirmations.pop(p.channel.delivery_tag, None)
+                p.channel.delivery_tag -= 1
             for confirmation in confirmations:
                 confirmation.cancel()
             raise
