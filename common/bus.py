@@ -43,16 +43,23 @@ MessageCallback = Callable[[AbstractIncomingMessage], Awaitable[None]]
 AMQP_HEARTBEAT_SECONDS = 15
 
 
-@dataclass(frozen=True)
 class Consumer:
     """A running consumer; `cancel()` stops new deliveries and keeps the channel, so
-    messages already taken can still be acked."""
+    messages already taken can still be acked; `resume()` starts them again."""
 
-    queue: AbstractQueue
-    tag: str
+    def __init__(self, queue: AbstractQueue, callback: MessageCallback, tag: str) -> None:
+        self.queue = queue
+        self.callback = callback
+        self.tag: str | None = tag
 
     async def cancel(self) -> None:
-        await self.queue.cancel(self.tag)
+        if self.tag is not None:
+            tag, self.tag = self.tag, None
+            await self.queue.cancel(tag)
+
+    async def resume(self) -> None:
+        if self.tag is None:
+            self.tag = await self.queue.consume(self.callback)
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,23 @@ class Bus:
         await self._set_aside(copy, message.routing_key or "", reason)
         await message.ack()
 
+    async def pass_on(self, message: AbstractIncomingMessage) -> None:
+        """Put a copy of a message at the tail of its queue(s), then ack it: for another
+        consumer to take, without the return counting as a failed delivery towards the
+        queue's delivery limit (as a `nack` with requeue would)."""
+        headers = dict(message.headers or {})
+        headers.pop("x-delivery-count", None)
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            type=message.type,
+        )
+        await self.exchange.publish(copy, routing_key=message.routing_key or "", mandatory=True)
+        await message.ack()
+
     async def dead_letter_event(self, event: Event, reason: str) -> None:
         """Set one event aside on `<ns>.dead` with its reason: one of several a message
         carried (a `JobsDue`), when the others went through."""
@@ -229,7 +253,7 @@ class Bus:
         queue = await channel.declare_queue(
             queue_name, durable=True, arguments=self.topology.arguments(queue_name)
         )
-        return Consumer(queue, await queue.consume(callback))
+        return Consumer(queue, callback, await queue.consume(callback))
 
     async def queue_depths(self) -> dict[str, int]:
         """Messages ready in each work queue (a passive declare each)."""

@@ -101,6 +101,21 @@ class Settings(BaseSettings):
         description="On SIGTERM a worker takes no new task and lets running ones finish for "
         "this long; the rest go back to their queue.",
     )
+    worker_prefetch_per_slot: int = Field(
+        default=4,
+        ge=1,
+        description="Task messages a worker holds per queue, per task it runs at once "
+        "(`--concurrency`). Beyond 1 a slot whose attempt finished is reused while that "
+        "attempt's outcome awaits the broker's confirm (a quarter more small runs a second); "
+        "held messages never wait behind long tasks: see `ORC_WORKER_LONG_TASK_SECONDS`.",
+    )
+    worker_long_task_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="An attempt running this long is long. While every slot of a worker "
+        "runs a long one, the worker takes no new message and passes those it holds on to "
+        "the tail of their queue, for an idle worker to take.",
+    )
     long_task_ack_seconds: float = Field(
         default=600.0,
         gt=0,

@@ -111,6 +111,8 @@ def worker_runner(queues: Sequence[str], concurrency: int) -> Component:
             WorkerConfig(
                 queues=tuple(queues),
                 concurrency=concurrency,
+                prefetch_per_slot=s.worker_prefetch_per_slot,
+                long_task_seconds=s.worker_long_task_seconds,
                 heartbeat_seconds=s.heartbeat_seconds,
                 grace_seconds=s.worker_grace_seconds,
                 long_task_ack_seconds=s.long_task_ack_seconds,

@@ -63,6 +63,7 @@ from worker.execution import (
     extract_then_load,
 )
 from worker.outcomes import OutcomeSender
+from worker.slots import Slot, Slots
 from worker.threads import AttemptThreads
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ def make_worker_id() -> str:
 class WorkerConfig:
     queues: tuple[str, ...]
     concurrency: int = DEFAULT_CONCURRENCY
+    prefetch_per_slot: int = 4
+    """Task messages held per queue, per slot: see the `Worker` docstring."""
+    long_task_seconds: float = 1.0
     heartbeat_seconds: float = 5.0
     grace_seconds: float = 30.0
     long_task_ack_seconds: float = 600.0
@@ -123,6 +127,12 @@ class _Attempt:
 
 
 class Worker:
+    """Runs up to `concurrency` attempts at once, and holds up to `prefetch_per_slot`
+    times as many messages of each queue: an attempt leaves its slot when its plugin
+    returns, and a held message takes it while the finished attempt's outcome still
+    awaits the broker's confirm (`worker.slots`). While every slot runs a long attempt
+    the worker takes no deliveries and passes the messages it holds on."""
+
     def __init__(
         self, bus: Bus, staging: StagingArea, data_root: Path, config: WorkerConfig
     ) -> None:
@@ -132,8 +142,12 @@ class Worker:
         self.config = config
         self.worker_id = make_worker_id()
         self.started_at: datetime = utcnow()
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._slots = Slots(config.concurrency, config.long_task_seconds, self._on_saturated)
         self._consumers: list[Consumer] = []
+        self._taking = True
+        """Whether the consumers should take deliveries (not while every slot runs long)."""
+        self._consuming = True
+        self._pacing: asyncio.Task[None] | None = None
         self._running: dict[uuid.UUID, _Attempt] = {}
         self._cancelled_runs: deque[uuid.UUID] = deque(maxlen=REMEMBERED_CANCELLATIONS)
         self._stopping = False
@@ -151,7 +165,9 @@ class Worker:
         for name in self.config.queues:
             self._consumers.append(
                 await self.bus.consume(
-                    task_queue(ns, name), self._on_message, self.config.concurrency
+                    task_queue(ns, name),
+                    self._on_message,
+                    self.config.concurrency * self.config.prefetch_per_slot,
                 )
             )
         self._heartbeats = asyncio.create_task(self._beat())
@@ -162,6 +178,11 @@ class Worker:
         the rest, and say goodbye."""
         try:
             self._stopping = True
+            if self._pacing is not None:
+                # Let it finish what it does (a consume in flight must get its tag, to
+                # be cancelled below); seeing `_stopping`, it pauses the consumers.
+                with contextlib.suppress(Exception):
+                    await self._pacing
             for consumer in self._consumers:
                 with contextlib.suppress(Exception):
                     await consumer.cancel()
@@ -218,24 +239,60 @@ class Worker:
             if attempt.task.run_id == event.run_id:
                 attempt.interrupt("run cancelled")
 
+    def _on_saturated(self, saturated: bool) -> None:
+        log.info(
+            "every slot runs a long attempt: pausing deliveries"
+            if saturated
+            else "a slot is free: resuming deliveries"
+        )
+        self._taking = not saturated
+        if self._pacing is None or self._pacing.done():
+            self._pacing = asyncio.create_task(self._pace())
+
+    async def _pace(self) -> None:
+        """Pause or resume the task consumers until they do what the slots want (one
+        task does it, so a pause and a resume never cross on the wire)."""
+        while (want := self._taking and not self._stopping) != self._consuming:
+            try:
+                for consumer in self._consumers:
+                    await (consumer.resume() if want else consumer.cancel())
+                self._consuming = want
+            except Exception:
+                log.warning("could not %s consuming", "resume" if want else "pause", exc_info=True)
+                await asyncio.sleep(1.0)
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
             await _hand_back(message)
             return
-        async with self._slots:
+        slot = await self._slots.take()
+        if slot is None:
+            await self._pass_on(message)
+            return
+        try:
             if self._stopping:
                 await _hand_back(message)
                 return
-            try:
-                await self._handle(message)
-            except Exception:
-                # The outcome could not be confirmed (the broker went away): leave the
-                # message to be redelivered; the coordinator deduplicates.
-                log.exception("task message %s not settled", message.message_id)
-                if not message.processed:
-                    await _hand_back(message)
+            await self._handle(message, slot)
+        except Exception:
+            # The outcome could not be confirmed (the broker went away): leave the
+            # message to be redelivered; the coordinator deduplicates.
+            log.exception("task message %s not settled", message.message_id)
+            if not message.processed:
+                await _hand_back(message)
+        finally:
+            slot.release()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _pass_on(self, message: AbstractIncomingMessage) -> None:
+        """Every slot runs long: let another worker have the message."""
+        log.info("passing task message %s on to another worker", message.message_id)
+        try:
+            await self.bus.pass_on(message)
+        except Exception:
+            log.warning("could not pass on task message %s", message.message_id, exc_info=True)
+            await _hand_back(message)
+
+    async def _handle(self, message: AbstractIncomingMessage, slot: Slot) -> None:
         try:
             task = parse_event(TaskDispatched, message.body)
         except PoisonMessage as exc:
@@ -260,9 +317,11 @@ class Worker:
                 attempt=task.attempt,
             ),
         ):
-            await self._attempt(task, message)
+            await self._attempt(task, message, slot)
 
-    async def _attempt(self, task: TaskDispatched, message: AbstractIncomingMessage) -> None:
+    async def _attempt(
+        self, task: TaskDispatched, message: AbstractIncomingMessage, slot: Slot
+    ) -> None:
         attempt = _Attempt(task, message)
         self._running[task.task_id] = attempt
         self._idle.clear()
@@ -296,6 +355,7 @@ class Worker:
                 outcome = await self._execute_with_load(attempt)
             else:
                 outcome = await self._execute(attempt)
+            slot.release()  # the next message runs while this outcome is confirmed
             if timer is not None:
                 timer.cancel()
             if started:
