@@ -16,6 +16,8 @@ indented); the last line it prints is its JSON figures. The steps:
     scheduler_scale       scheduler_scale.py --ticks T  (10,000 jobs)
     trigger_to_done       trigger_to_done.py          (100k rows, 5 runs)
     components            components.py --runs 2000 --repeat 1  (CPU per run by component)
+    cpu_per_run           cpu_per_run.py --store postgres --bursts B --runs 3000
+                          (CPU per run of every process, engine and Celery; B = 4)
 
 Every script runs with its own defaults (throughput N = 2000, scheduler_scale T = 2),
 but components with one repetition. On a 2-core machine the suite took 6 minutes in an
@@ -119,6 +121,17 @@ FIGURES: dict[str, tuple[tuple[str, ...], str]] = {
         ),
         "report (CPU per run of each component vs a bare aio-pika relay)",
     ),
+    "cpu_per_run": (
+        (
+            "engine_cpu_ms_per_run",
+            "celery_cpu_ms_per_chain",
+            "ratio",
+            "engine_by_process_ms",
+            "celery_by_process_ms",
+            "history_ratio",
+        ),
+        "report (all processes' CPU per run, engine vs Celery; history_ratio 1 = flat)",
+    ),
 }
 
 
@@ -138,6 +151,12 @@ def suite(args: argparse.Namespace) -> list[Step]:
         Step("scheduler_scale", "scheduler_scale.py", ("--ticks", str(ticks)), 300),
         Step("trigger_to_done", "trigger_to_done.py", (), 180),
         Step("components", "components.py", components, 300),
+        Step(
+            "cpu_per_run",
+            "cpu_per_run.py",
+            ("--store", "postgres", "--bursts", "2" if args.quick else "4", "--runs", "3000"),
+            300,
+        ),
     ]
 
 
