@@ -11,7 +11,7 @@ indented); the last line it prints is its JSON figures. The steps:
     throughput_postgres   throughput.py --runs N --repeat 3 --store postgres
     throughput_workers2   throughput.py --runs N --repeat 3 --workers 2
     latency               latency.py                  (200 runs per path)
-    data_plane            data_plane.py               (1M rows, 3 rounds)
+    data_plane            data_plane.py               (1M rows, 5 rounds)
     memory_csv            memory_csv.py               (100 MB and 1000 MB CSVs)
     scheduler_scale       scheduler_scale.py --ticks T  (10,000 jobs)
     trigger_to_done       trigger_to_done.py          (100k rows, 5 runs)
