@@ -96,6 +96,7 @@ class WorkerConfig:
     prefetch_per_slot: int = 4
     """Task messages held per queue, per slot: see the `Worker` docstring."""
     long_task_seconds: float = 1.0
+    """An attempt running this long is long: see `worker.slots`."""
     heartbeat_seconds: float = 5.0
     grace_seconds: float = 30.0
     long_task_ack_seconds: float = 600.0
