@@ -25,6 +25,7 @@ from cryptography.fernet import Fernet
 from common.bus import Bus
 from common.events import RunFinished
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ADMIN_TOKEN = "bench-token"
 
 
@@ -141,6 +142,13 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (OSError once it is gone)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def start_celery_worker(

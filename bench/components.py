@@ -46,7 +46,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from benchlib import engine_env, stop_process  # noqa: E402
+from benchlib import cpu_seconds, engine_env, stop_process  # noqa: E402
 from throughput import BROKER, database, free_port, insert_job  # noqa: E402
 
 from common.bus import Bus, connect_bus, delete_namespace  # noqa: E402
@@ -63,15 +63,6 @@ from common.events import (  # noqa: E402
 )
 from common.states import TaskType  # noqa: E402
 from common.topology import task_queue, task_routing_key  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

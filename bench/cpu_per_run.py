@@ -47,19 +47,16 @@ import throughput  # noqa: E402
 
 from common.bus import connect_bus, delete_namespace  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 Burst = dict[str, float]
 """A burst's figures: `rate` (per second) and each process's CPU ms per run."""
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process; None once it is gone."""
+def cpu_or_none(pid: int) -> float | None:
+    """`benchlib.cpu_seconds`, or None once the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+        return benchlib.cpu_seconds(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def pids_of(*pgrep: str) -> list[int]:
@@ -71,7 +68,7 @@ Snapshot = dict[str, dict[int, float | None]]
 
 
 def cpu_of(groups: dict[str, list[int]]) -> Snapshot:
-    return {name: {pid: cpu_seconds(pid) for pid in pids} for name, pids in groups.items()}
+    return {name: {pid: cpu_or_none(pid) for pid in pids} for name, pids in groups.items()}
 
 
 def per_run(before: Snapshot, after: Snapshot, runs: int) -> Burst:

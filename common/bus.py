@@ -191,14 +191,7 @@ class Bus:
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         """Set a message aside on `<ns>.dead` with its reason, then ack it."""
-        copy = aio_pika.Message(
-            message.body,
-            headers=dict(message.headers or {}),
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            type=message.type,
-        )
+        copy = _persistent_copy(message, dict(message.headers or {}))
         await self._set_aside(copy, message.routing_key or "", reason)
         await message.ack()
 
@@ -208,14 +201,7 @@ class Bus:
         queue's delivery limit (as a `nack` with requeue would)."""
         headers = dict(message.headers or {})
         headers.pop("x-delivery-count", None)
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            type=message.type,
-        )
+        copy = _persistent_copy(message, headers)
         await self.exchange.publish(copy, routing_key=message.routing_key or "", mandatory=True)
         await message.ack()
 
@@ -310,3 +296,15 @@ async def delete_namespace(broker_url: str, namespace: str) -> None:
             await channel.exchange_delete(name)
     finally:
         await connection.close()
+
+
+def _persistent_copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A message to publish again: the delivered one's body, id and type, with `headers`."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        type=message.type,
+    )

@@ -145,8 +145,6 @@ class Worker:
         self.started_at: datetime = utcnow()
         self._slots = Slots(config.concurrency, config.long_task_seconds, self._on_saturated)
         self._consumers: list[Consumer] = []
-        self._taking = True
-        """Whether the consumers should take deliveries (not while every slot runs long)."""
         self._consuming = True
         self._pacing: asyncio.Task[None] | None = None
         self._running: dict[uuid.UUID, _Attempt] = {}
@@ -246,14 +244,14 @@ class Worker:
             if saturated
             else "a slot is free: resuming deliveries"
         )
-        self._taking = not saturated
         if self._pacing is None or self._pacing.done():
             self._pacing = asyncio.create_task(self._pace())
 
     async def _pace(self) -> None:
-        """Pause or resume the task consumers until they do what the slots want (one
-        task does it, so a pause and a resume never cross on the wire)."""
-        while (want := self._taking and not self._stopping) != self._consuming:
+        """Pause or resume the task consumers until they do what the slots want: take
+        deliveries unless every slot runs long (one task does it, so a pause and a resume
+        never cross on the wire)."""
+        while (want := not self._slots.saturated and not self._stopping) != self._consuming:
             try:
                 for consumer in self._consumers:
                     await (consumer.resume() if want else consumer.cancel())

@@ -94,8 +94,9 @@ def preload(uow: UnitOfWork, events: Sequence[tuple[Event, str | None]]) -> None
         jobs = uow.load(JobDefinition, conn.execute(_JOBS_BY_ID, {"ids": list(job_ids)}).mappings())
         _mark_absent(uow, JobDefinition, job_ids - {job.id for job in jobs})
     if due_jobs:
-        # New runs dispatch their extract with the job's state, read with the job; other
-        # readers of the state (a retried extract, a completed load) read it on demand.
+        # New runs dispatch their extract with the job's state, read here for the due
+        # jobs only; other readers of it (a retried extract, a completed load) read it on
+        # demand.
         uow.job_states.update({job_id: {} for job_id in due_jobs})
         states = conn.execute(_STATES_OF_JOBS, {"ids": list(due_jobs)}).mappings()
         for state in uow.load(JobState, states):
